@@ -1,0 +1,278 @@
+"""Read a Vary release directory into our modules: key table, sanitize, meta build, strict load.
+
+Used by `vary ocr` / `vary convert` (through `load()`), by `vary train` and by the tests, which write
+tiny checkpoints in the release layout and load them through this same path. Steps, in order:
+read config.json -> build the model on the meta device -> per weight file: read (safetensors, or
+`torch.load(weights_only=True, mmap=True)`), rename with ORIGINAL_TO_OURS, split fused tensors,
+check shapes, cast and move, `load_state_dict(strict=False, assign=True)` -> fail on missing or
+unexpected keys -> materialize non-persistent buffers -> check the tokenizer against the config.
+Only one file's tensors are in flight at a time, so peak host memory is about the model plus a shard.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+
+from .config import VaryConfig
+from .errors import WeightsError
+from .model import VaryQwenForCausalLM
+from .tokenizer import QwenTokenizer
+
+# fmt: off
+# Original (release) key -> ours. First match wins; None drops the key. "{qkv}" marks a fused
+# tensor that `split_fused_qkv` cuts into q, k, v along dim 0 (Qwen-1's c_attn order).
+ORIGINAL_TO_OURS: list[tuple[str, str | None]] = [
+    (r"^transformer\.vision_tower\.vision_model\.embeddings\.position_ids$",  None),
+    (r"^transformer\.vision_tower\.vision_model\.(.+)$",                       r"vision_tower.\1"),
+    (r"^transformer\.vision_tower_high\.patch_embed\.proj\.(weight|bias)$",    r"vision_tower_high.patch_embed.projection.\1"),
+    (r"^transformer\.vision_tower_high\.pos_embed$",                           r"vision_tower_high.pos_embed"),
+    (r"^transformer\.vision_tower_high\.blocks\.(\d+)\.norm1\.(weight|bias)$", r"vision_tower_high.layers.\1.layer_norm1.\2"),
+    (r"^transformer\.vision_tower_high\.blocks\.(\d+)\.norm2\.(weight|bias)$", r"vision_tower_high.layers.\1.layer_norm2.\2"),
+    (r"^transformer\.vision_tower_high\.blocks\.(\d+)\.(attn|mlp)\.(.+)$",     r"vision_tower_high.layers.\1.\2.\3"),
+    (r"^transformer\.vision_tower_high\.neck\.0\.weight$",                     r"vision_tower_high.neck.conv1.weight"),
+    (r"^transformer\.vision_tower_high\.neck\.1\.(weight|bias)$",              r"vision_tower_high.neck.layer_norm1.\1"),
+    (r"^transformer\.vision_tower_high\.neck\.2\.weight$",                     r"vision_tower_high.neck.conv2.weight"),
+    (r"^transformer\.vision_tower_high\.neck\.3\.(weight|bias)$",              r"vision_tower_high.neck.layer_norm2.\1"),
+    (r"^transformer\.vision_tower_high\.(net_2|net_3)\.weight$",               r"vision_tower_high.\1.weight"),
+    (r"^transformer\.(mm_projector|mm_projector_vary)\.(weight|bias)$",        r"\1.\2"),
+    (r"^transformer\.wte\.weight$",                                            r"embed_tokens.weight"),
+    (r"^transformer\.h\.(\d+)\.ln_1\.weight$",                                 r"layers.\1.input_layernorm.weight"),
+    (r"^transformer\.h\.(\d+)\.attn\.c_attn\.(weight|bias)$",                  r"layers.\1.self_attn.{qkv}_proj.\2"),
+    (r"^transformer\.h\.(\d+)\.attn\.c_proj\.weight$",                         r"layers.\1.self_attn.o_proj.weight"),
+    (r"^transformer\.h\.(\d+)\.attn\.(rotary_emb\.inv_freq|bias|masked_bias)$", None),
+    (r"^transformer\.h\.(\d+)\.ln_2\.weight$",                                 r"layers.\1.post_attention_layernorm.weight"),
+    (r"^transformer\.h\.(\d+)\.mlp\.w1\.weight$",                              r"layers.\1.mlp.up_proj.weight"),    # w1: linear branch
+    (r"^transformer\.h\.(\d+)\.mlp\.w2\.weight$",                              r"layers.\1.mlp.gate_proj.weight"),  # w2: silu branch
+    (r"^transformer\.h\.(\d+)\.mlp\.c_proj\.weight$",                          r"layers.\1.mlp.down_proj.weight"),
+    (r"^transformer\.ln_f\.weight$",                                           r"norm.weight"),
+    (r"^lm_head\.weight$",                                                     r"lm_head.weight"),
+]
+# fmt: on
+_COMPILED = [(re.compile(pattern), target) for pattern, target in ORIGINAL_TO_OURS]
+
+_SAFETENSORS_INDEX = "model.safetensors.index.json"
+_BIN_INDEX = "pytorch_model.bin.index.json"
+_TOKENIZER_FILE = "qwen.tiktoken"
+
+
+class UnknownKey(Exception):
+    pass
+
+
+def rename_key(key: str) -> str | None:
+    """Our name for an original key, None for a dropped one; raises UnknownKey when no rule matches."""
+    for pattern, target in _COMPILED:
+        if pattern.match(key):
+            return None if target is None else pattern.sub(target, key)
+    raise UnknownKey(key)
+
+
+def split_fused_qkv(tensor: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Qwen-1's c_attn holds q, k, v stacked in that order along dim 0."""
+    q, k, v = tensor.chunk(3, dim=0)
+    return {"q": q, "k": k, "v": v}
+
+
+def convert_state_dict(original: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Rename (and split) original tensors; returns (ours, keys no rule knows)."""
+    ours: dict[str, torch.Tensor] = {}
+    unknown: list[str] = []
+    for key, tensor in original.items():
+        try:
+            name = rename_key(key)
+        except UnknownKey:
+            unknown.append(key)
+            continue
+        if name is None:
+            continue
+        if "{qkv}" in name:
+            for part, piece in split_fused_qkv(tensor).items():
+                ours[name.replace("{qkv}", part)] = piece
+        else:
+            ours[name] = tensor
+    return ours, unknown
+
+
+def read_config(directory: Path) -> VaryConfig:
+    """Parse `directory/config.json` into a VaryConfig, with errors that name the file."""
+    path = directory / "config.json"
+    if not path.is_file():
+        raise WeightsError(f"{directory}: no config.json; is this a Vary checkpoint directory?")
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise WeightsError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(raw, dict):
+        raise WeightsError(f"{path}: expected a JSON object")
+    if raw.get("model_type") != "vary":
+        raise WeightsError(f"{path}: model_type is {raw.get('model_type')!r}, expected 'vary'")
+    if "ffn_dim" in raw or "word_embed_proj_dim" in raw:
+        raise WeightsError(f"{path}: a Vary-tiny (OPT) checkpoint; this version runs Vary-toy and Vary-base")
+    try:
+        return VaryConfig.from_release(raw)
+    except WeightsError as exc:
+        raise WeightsError(f"{directory}: {exc}") from None
+
+
+def weight_files(directory: Path) -> list[Path]:
+    """The weight files of a release directory, in load order, checked to exist."""
+    for index_name in (_SAFETENSORS_INDEX, _BIN_INDEX):
+        index = directory / index_name
+        if index.is_file():
+            try:
+                weight_map = json.loads(index.read_text())["weight_map"]
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise WeightsError(f"{index}: unreadable shard index ({exc})") from None
+            files = sorted(set(weight_map.values()))
+            missing = [f for f in files if not (directory / f).is_file()]
+            if missing:
+                raise WeightsError(f"{directory}: missing shard(s) {', '.join(missing[:3])} listed in "
+                                   f"{index_name}; download the checkpoint again")
+            return [directory / f for f in files]
+    for single in ("model.safetensors", "pytorch_model.bin"):
+        if (directory / single).is_file():
+            return [directory / single]
+    raise WeightsError(f"{directory}: no weights (model*.safetensors or pytorch_model*.bin)")
+
+
+def read_weight_file(path: Path) -> Iterator[tuple[str, torch.Tensor]]:
+    """Yield (original key, tensor) from one weight file; corrupt files raise WeightsError."""
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt", device="cpu") as handle:
+                for key in handle.keys():
+                    yield key, handle.get_tensor(key)
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            if not isinstance(state, dict):
+                raise WeightsError(f"{path}: expected a state dict")
+            yield from state.items()
+    except WeightsError:
+        raise
+    except Exception as exc:  # torch/safetensors raise many types for a truncated or foreign file
+        raise WeightsError(f"{path}: corrupt or unreadable weight file ({type(exc).__name__}: "
+                           f"{str(exc).splitlines()[0] if str(exc) else ''}); download it again") from None
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for inference, with what is needed to prompt it."""
+
+    model: VaryQwenForCausalLM
+    tokenizer: QwenTokenizer
+    config: VaryConfig
+    directory: Path
+    device: torch.device
+    dtype: torch.dtype
+
+
+def build_on_meta(config: VaryConfig) -> VaryQwenForCausalLM:
+    with torch.device("meta"):
+        return VaryQwenForCausalLM(config)
+
+
+def load_weights(model: VaryQwenForCausalLM, directory: Path, device: torch.device, dtype: torch.dtype,
+                 on_file: Callable[[Path], None] | None = None) -> None:
+    """Fill a meta-device model from the directory's weight files, one file at a time."""
+    expected = {k: v.shape for k, v in model.state_dict().items()}
+    loaded: set[str] = set()
+    unknown: list[str] = []
+    for path in weight_files(directory):
+        if on_file:
+            on_file(path)
+        original = dict(read_weight_file(path))
+        ours, file_unknown = convert_state_dict(original)
+        unknown += file_unknown
+        part: dict[str, torch.Tensor] = {}
+        for name, tensor in ours.items():
+            if name not in expected:
+                unknown.append(name)
+                continue
+            if tuple(tensor.shape) != tuple(expected[name]):
+                raise WeightsError(f"{directory}: {path.name}: tensor for {name} has shape "
+                                   f"{tuple(tensor.shape)}, config.json implies {tuple(expected[name])}")
+            part[name] = tensor.to(device=device, dtype=dtype if tensor.is_floating_point() else None)
+        model.load_state_dict(part, strict=False, assign=True)
+        loaded.update(part)
+        del original, ours, part
+    missing = sorted(set(expected) - loaded)
+    if missing or unknown:
+        details = []
+        if missing:
+            details.append(f"{len(missing)} missing tensor(s), e.g. {', '.join(missing[:3])}")
+        if unknown:
+            details.append(f"{len(unknown)} unexpected tensor(s), e.g. {', '.join(unknown[:3])}")
+        raise WeightsError(f"{directory}: weights do not match the model: {'; '.join(details)}")
+    materialize_buffers(model, device)
+
+
+def materialize_buffers(model: VaryQwenForCausalLM, device: torch.device) -> None:
+    """Create the non-persistent buffers the files do not carry (they are still on meta)."""
+    embeddings = model.vision_tower.embeddings
+    n_positions = embeddings.position_embedding.num_embeddings
+    embeddings.register_buffer("position_ids", torch.arange(n_positions, device=device).expand((1, -1)),
+                               persistent=False)
+    leftover = [name for name, buf in model.named_buffers() if buf.is_meta]
+    if leftover:
+        raise RuntimeError(f"buffers left on meta after loading: {leftover}")
+
+
+def check_tokenizer(tokenizer: QwenTokenizer, config: VaryConfig, directory: Path) -> None:
+    """The tokenizer's image-token ids and size must agree with config.json."""
+    pairs = {"im_start_token": (tokenizer.img_start_id, config.im_start_token),
+             "im_end_token": (tokenizer.img_end_id, config.im_end_token),
+             "im_patch_token": (tokenizer.img_pad_id, config.im_patch_token)}
+    for name, (from_tokenizer, from_config) in pairs.items():
+        if from_tokenizer != from_config:
+            raise WeightsError(f"{directory}: config.json {name} is {from_config} but {_TOKENIZER_FILE} "
+                               f"gives {from_tokenizer}; the tokenizer does not belong to this model")
+    if tokenizer.vocab_size > config.lm.vocab_size:
+        raise WeightsError(f"{directory}: {_TOKENIZER_FILE} has {tokenizer.vocab_size} tokens, more than "
+                           f"config.json's vocab_size {config.lm.vocab_size}")
+
+
+def load_directory(directory: Path, device: torch.device, dtype: torch.dtype,
+                   on_file: Callable[[Path], None] | None = None) -> LoadedModel:
+    """Load a release-layout directory onto `device` in `dtype`, ready for inference."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise WeightsError(f"{directory}: not a directory")
+    config = read_config(directory)
+    tokenizer = QwenTokenizer.from_file(directory / _TOKENIZER_FILE)
+    check_tokenizer(tokenizer, config, directory)
+    model = build_on_meta(config)
+    load_weights(model, directory, device, dtype, on_file)
+    model.eval().requires_grad_(False)
+    return LoadedModel(model, tokenizer, config, directory, device, dtype)
+
+
+def load(name_or_dir: str | Path, device: str = "auto", dtype: str = "auto",
+         on_file: Callable[[Path], None] | None = None) -> LoadedModel:
+    """Load a model by registry name (downloading it once) or from a release-layout directory.
+
+    Args:
+        name_or_dir: a name from weights.toml (`vary-toy`) or a checkpoint directory.
+        device: "auto" (CUDA, then MPS, then CPU), "cpu", "cuda[:N]" or "mps".
+        dtype: "auto" (bf16/fp16 on GPUs, fp32 on CPU), "fp32", "bf16" or "fp16".
+    """
+    from . import hub, registry
+    from .device import resolve_device, resolve_dtype
+
+    torch_device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, torch_device)
+    path = Path(name_or_dir).expanduser()
+    if path.exists():
+        directory = path
+    elif any(sep in str(name_or_dir) for sep in ("/", "\\")) and str(name_or_dir).startswith((".", "/", "~")):
+        raise WeightsError(f"{name_or_dir}: no such checkpoint directory")
+    else:
+        directory = hub.resolve(registry.lookup(str(name_or_dir)))
+    return load_directory(directory, torch_device, torch_dtype, on_file)

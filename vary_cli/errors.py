@@ -1,0 +1,36 @@
+"""Typed errors of the library.
+
+Every error a user can cause (a bad file, a broken checkpoint, a missing device) is a `VaryError`
+subclass whose message names the thing and the fix. Only `cli.py` turns them into one red line and an
+exit code; library code never prints or exits.
+"""
+
+
+class VaryError(Exception):
+    """Base class of every error `vary` reports to a user."""
+
+    exit_code = 1
+
+
+class InputError(VaryError):
+    """An input file (image, PDF, data file) is missing, unreadable or of the wrong kind."""
+
+    exit_code = 2
+
+
+class WeightsError(VaryError):
+    """A checkpoint directory or registry entry is missing, incomplete, corrupt or unsupported."""
+
+    exit_code = 3
+
+
+class DeviceError(VaryError):
+    """The requested device or dtype is not available on this machine."""
+
+    exit_code = 4
+
+
+class PromptError(VaryError):
+    """Token ids and image features do not line up (image-pad count, `<img>`/`</img>` pairing)."""
+
+    exit_code = 5

@@ -1,0 +1,92 @@
+"""Autoregressive decoding for a batch of prompted pages: prefill, decode one token, sample.
+
+Greedy by default (what the metrics and parity need); temperature / top-p sampling with a seeded CPU
+generator otherwise, so a seed gives the same text on every device. Prompts are left-padded; a row
+that stops leaves the batch and its KV cache rows are dropped. No file I/O. Used by `pipeline.py`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from .config import GenerationConfig
+from .model import VaryQwenForCausalLM, attention_bias
+
+TokenCallback = Callable[[int, int], None]  # (row, token id), called as each token is chosen
+
+
+@dataclass
+class Generation:
+    """What decoding produced for one prompt."""
+
+    token_ids: list[int] = field(default_factory=list)
+    finish_reason: str = "length"  # "stop" | "length"
+
+
+def select_next(logits: torch.Tensor, gen: GenerationConfig, generator: torch.Generator | None) -> torch.Tensor:
+    """Next token ids (B,) from last-position logits (B, V)."""
+    if gen.greedy:
+        return logits.argmax(dim=-1)
+    probs = torch.softmax(logits.float().cpu() / gen.temperature, dim=-1)  # (B, V)
+    if gen.top_p < 1.0:
+        sorted_probs, order = probs.sort(dim=-1, descending=True)
+        # Keep the smallest prefix whose mass reaches top_p (always at least the top token).
+        outside = sorted_probs.cumsum(dim=-1) - sorted_probs >= gen.top_p
+        sorted_probs[outside] = 0.0
+        probs = torch.zeros_like(probs).scatter_(-1, order, sorted_probs)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1).to(logits.device)
+
+
+@torch.inference_mode()
+def generate(model: VaryQwenForCausalLM, prompts: list[list[int]], image_features: torch.Tensor | None,
+             gen: GenerationConfig, stop_ids: set[int], pad_id: int,
+             on_token: TokenCallback | None = None) -> list[Generation]:
+    """Decode every prompt until a stop id or `gen.max_new_tokens`; stop ids are not returned.
+
+    image_features: (B, N, W) from `model.encode_images`, one image per prompt, or None.
+    """
+    device = model.embed_tokens.weight.device
+    lengths = [len(p) for p in prompts]
+    width = max(lengths)
+    pad = torch.tensor([width - n for n in lengths], device=device)  # (B,)
+    ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in prompts], device=device)  # (B, T)
+    positions = (torch.arange(width, device=device)[None] - pad[:, None]).clamp(min=0)  # (B, T)
+    alphas = model.prompt_alphas(lengths)
+    cache = model.new_cache(len(prompts), width + gen.max_new_tokens)
+    embeds = model.embed(ids, image_features)  # (B, T, W)
+    dtype = embeds.dtype
+    logits = model(embeds, positions, attention_bias(pad, 0, width, width, dtype), alphas, cache, last_only=True)
+
+    generator = None
+    if not gen.greedy:
+        generator = torch.Generator().manual_seed(gen.seed if gen.seed is not None else torch.seed())
+    results = [Generation() for _ in prompts]
+    active = list(range(len(prompts)))  # original row of each batch row
+    for step in range(gen.max_new_tokens):
+        next_ids = select_next(logits[:, -1].float(), gen, generator).tolist()
+        keep = []
+        for batch_row, (row, token) in enumerate(zip(active, next_ids)):
+            if token in stop_ids:
+                results[row].finish_reason = "stop"
+                continue
+            results[row].token_ids.append(token)
+            if on_token:
+                on_token(row, token)
+            keep.append(batch_row)
+        if step == gen.max_new_tokens - 1 or not keep:
+            break
+        if len(keep) < len(active):
+            rows = torch.tensor(keep, device=device)
+            cache.select(rows)
+            pad = pad[rows]
+            active = [active[i] for i in keep]
+            alphas = [alphas[i] for i in keep]
+        tokens = torch.tensor([[next_ids[i]] for i in keep], device=device)  # (B, 1)
+        key_len = width + step + 1
+        step_positions = (key_len - 1 - pad)[:, None]  # (B, 1): each row's own position
+        bias = attention_bias(pad, key_len - 1, 1, key_len, dtype)
+        logits = model(model.embed(tokens, None), step_positions, bias, alphas, cache)
+    return results

@@ -1,0 +1,183 @@
+"""Page image -> the two pixel tensors Vary's vision towers read (vary.md §2).
+
+`load_image` opens an image file as an RGB PIL image (every failure an `InputError` naming the file);
+`preprocess_page` turns an RGB page into a `PagePixels`: the CLIP branch's 224² centre crop and the SAM
+branch's 1024² squash, both float32 on the CPU. `pipeline.convert_document` (via `raster.py`'s pages)
+and `data.py` call these; they hold no model, choose no device and cast nothing.
+
+Parity notes. The CLIP branch repeats the slow, PIL/numpy `CLIPImageProcessor` of transformers 4.x that
+the original code ran (transformers 5 keeps the same arithmetic as `CLIPImageProcessorPil`): PIL bicubic
+resize of the shortest side, centre crop on uint8, rescale in float64 then cast to float32, normalize in
+float32. The SAM branch repeats torchvision's `Resize((S, S), BICUBIC)` + `ToTensor()` + `Normalize`,
+which on a PIL image is PIL's own bicubic resize and float32 arithmetic; torchvision is not needed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from .config import ClipVisionSpec, SamVisionSpec, VaryConfig
+from .errors import InputError
+
+# OpenAI CLIP's constants; Vary's SAM branch (BlipImageEvalProcessor) normalizes with the same ones.
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+_MEAN32 = np.array(CLIP_MEAN, dtype=np.float32)
+_STD32 = np.array(CLIP_STD, dtype=np.float32)
+
+# Modes whose samples do not fit in 8 bits; PIL's own convert("RGB") clips them instead of scaling.
+_HIGH_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+
+
+@dataclass(frozen=True)
+class PagePixels:
+    """The two inputs of one page: `clip` (3, 224, 224) and `sam` (3, 1024, 1024), float32, CPU."""
+
+    clip: torch.Tensor
+    sam: torch.Tensor
+
+
+def load_image(path: Path | str) -> Image.Image:
+    """Open an image file and return it as a fully loaded RGB image (the first frame of a multi-frame file).
+
+    Raises:
+        InputError: the file is missing, a directory, unreadable, not an image, or truncated/corrupt.
+    """
+    path = Path(path)
+    try:
+        if path.is_dir():
+            raise InputError(f"{path}: is a directory, not an image file")
+        if not path.exists():
+            raise InputError(f"{path}: no such file")
+        with Image.open(path) as image:
+            # Decode now, so a truncated file fails here and not halfway through a batch.
+            image.load()
+            return load_image_from_pil(image, name=str(path))
+    except PermissionError:
+        raise InputError(f"{path}: permission denied; cannot read the file") from None
+    except UnidentifiedImageError:
+        if _looks_like_pdf(path):
+            raise InputError(f"{path}: is a PDF, not an image; PDFs go through `vary convert`") from None
+        raise InputError(f"{path}: not an image file that Pillow can read (PNG, JPEG, TIFF, ...)") from None
+    except Image.DecompressionBombError as exc:
+        raise InputError(f"{path}: image too large to open safely ({_one_line(exc)})") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        # Pillow reports broken data as any of these, depending on the codec.
+        raise InputError(f"{path}: truncated or corrupt image ({_one_line(exc)})") from None
+
+
+def load_image_from_pil(image: Image.Image, name: str = "image") -> Image.Image:
+    """Return `image` as RGB with the same mode handling as `load_image` (for pages from a PDF rasterizer).
+
+    Transparency is composited onto white, 16/32-bit and float samples are scaled to 8 bits.
+    `name` only labels the error for a mode that cannot be converted.
+    """
+    if image.mode == "RGB":
+        return image
+    if image.mode in _HIGH_BIT_MODES:
+        return Image.fromarray(_to_uint8(np.asarray(image))).convert("RGB")
+    try:
+        if any(band in ("A", "a") for band in image.getbands()) or "transparency" in image.info:
+            # Documents are shown on white, so a transparent pixel is paper, not black. The original
+            # code only called .convert("RGB"), which gives the same result for opaque images.
+            rgba = image.convert("RGBA")
+            white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            return Image.alpha_composite(white, rgba).convert("RGB")
+        return image.convert("RGB")  # L, 1, P, CMYK, YCbCr, ...
+    except ValueError as exc:
+        raise InputError(f"{name}: image mode {image.mode!r} cannot be converted to RGB ({_one_line(exc)})") from None
+
+
+def clip_pixels(image: Image.Image, spec: ClipVisionSpec) -> torch.Tensor:
+    """CLIP branch: shortest side to `spec.image_size` (PIL bicubic), centre crop, rescale, normalize.
+
+    Returns a float32 tensor (3, spec.image_size, spec.image_size).
+    """
+    image = load_image_from_pil(image)
+    size = spec.image_size
+    width, height = image.size
+    # transformers' get_resize_output_image_size(default_to_square=False): the long side truncates.
+    short, long = (width, height) if width <= height else (height, width)
+    new_long = int(size * long / short)
+    new_size = (size, new_long) if width <= height else (new_long, size)  # PIL order: (w, h)
+    pixels = np.asarray(image.resize(new_size, Image.BICUBIC))  # (H, W, 3) uint8
+    pixels = _center_crop(pixels, size)  # (size, size, 3) uint8
+    # The slow processor rescales in float64 (uint8 * 1/255), casts to float32, then normalizes in float32.
+    scaled = (pixels.astype(np.float64) * (1 / 255)).astype(np.float32)
+    normalized = (scaled - _MEAN32) / _STD32  # (size, size, 3) float32
+    return torch.from_numpy(np.ascontiguousarray(normalized.transpose(2, 0, 1)))  # (3, size, size)
+
+
+def sam_pixels(image: Image.Image, spec: SamVisionSpec) -> torch.Tensor:
+    """SAM branch: squash to `spec.image_size`² (PIL bicubic, aspect not kept), /255, normalize.
+
+    Returns a float32 tensor (3, spec.image_size, spec.image_size).
+    """
+    image = load_image_from_pil(image)
+    size = spec.image_size
+    pixels = np.asarray(image.resize((size, size), Image.BICUBIC))  # (S, S, 3) uint8
+    # ToTensor: CHW, float32, divided (not multiplied by 1/255) by 255; Normalize: sub then div in float32.
+    tensor = torch.from_numpy(pixels.copy()).permute(2, 0, 1).contiguous().to(torch.float32).div(255)  # (3, S, S)
+    mean = torch.tensor(CLIP_MEAN, dtype=torch.float32).view(3, 1, 1)
+    std = torch.tensor(CLIP_STD, dtype=torch.float32).view(3, 1, 1)
+    return tensor.sub(mean).div(std)  # (3, S, S)
+
+
+def preprocess_page(image: Image.Image, config: VaryConfig) -> PagePixels:
+    """Both vision inputs of one page, sized by `config.clip` and `config.sam`."""
+    image = load_image_from_pil(image)
+    return PagePixels(clip=clip_pixels(image, config.clip), sam=sam_pixels(image, config.sam))
+
+
+def _center_crop(pixels: np.ndarray, size: int) -> np.ndarray:
+    # transformers' center_crop: offset (n - size) // 2 on an axis that is long enough; on a short axis the
+    # image is zero-padded, placed at ceil((size - n) / 2). Shortest-side resizing never leaves a short
+    # axis, but the rule is kept so a caller's odd input still matches the reference.
+    out = np.zeros((size, size, pixels.shape[2]), dtype=pixels.dtype)
+    (src_y, dst_y, len_y), (src_x, dst_x, len_x) = (_crop_axis(n, size) for n in pixels.shape[:2])
+    out[dst_y:dst_y + len_y, dst_x:dst_x + len_x] = pixels[src_y:src_y + len_y, src_x:src_x + len_x]
+    return out
+
+
+def _crop_axis(n: int, size: int) -> tuple[int, int, int]:
+    if n >= size:
+        return (n - size) // 2, 0, size
+    return 0, (size - n + 1) // 2, n
+
+
+def _to_uint8(samples: np.ndarray) -> np.ndarray:
+    # 16-bit data (I;16*, or I whose values fit 0..65535, as older Pillow opens 16-bit PNGs): divide by
+    # 257 and round, the exact inverse of the usual 8->16-bit expansion v * 257, so 65535 -> 255.
+    # Floats in [0, 1] scale by 255; anything else (negative or > 16-bit ints, other floats) is
+    # stretched over its own range. PIL's convert would clip all of these to 255 instead.
+    if np.issubdtype(samples.dtype, np.integer):
+        wide = samples.astype(np.int64)
+        lo, hi = int(wide.min()), int(wide.max())
+        if lo >= 0 and hi <= 65535:
+            return ((wide + 128) // 257).astype(np.uint8)
+        floats = wide.astype(np.float64)
+    else:
+        floats = np.nan_to_num(samples.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        lo, hi = float(floats.min()), float(floats.max())
+        if lo >= 0.0 and hi <= 1.0:
+            return np.rint(floats * 255).astype(np.uint8)
+    span = (hi - lo) or 1.0  # a constant image maps to black rather than dividing by zero
+    return np.rint((floats - lo) * (255 / span)).astype(np.uint8)
+
+
+def _looks_like_pdf(path: Path) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(5) == b"%PDF-" or path.suffix.lower() == ".pdf"
+    except OSError:
+        return path.suffix.lower() == ".pdf"
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
