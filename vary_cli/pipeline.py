@@ -7,7 +7,6 @@ reports progress through callbacks; it never prints.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -18,21 +17,10 @@ from .config import GenerationConfig
 from .generate import generate
 from .preprocess import load_image, preprocess_page
 from .prompts import build_prompt_ids, resolve_prompt
+from .results import PageResult
 from .tokenizer import StreamDecoder
 
 
-@dataclass
-class PageResult:
-    """The text of one page or image, and how its generation ended."""
-
-    source: str
-    text: str
-    finish_reason: str  # "stop" | "length"
-    tokens: int
-    seconds: float
-
-    def to_json(self) -> dict:
-        return asdict(self)
 
 
 def prompt_ids(loaded: LoadedModel, prompt: str) -> list[int]:

@@ -1,0 +1,5 @@
+"""`python -m vary_cli` runs the `vary` command line."""
+
+from .cli import main
+
+main()

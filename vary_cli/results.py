@@ -1,0 +1,30 @@
+"""The record every stage after generation passes along: one page's text and how it ended.
+
+Kept free of torch so `render.py` and `output.py` can use it without importing the model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+FINISH_REASONS = ("stop", "length", "repetition", "error")
+
+
+@dataclass
+class PageResult:
+    """The text of one page (of a PDF) or one image, and how its generation ended.
+
+    `page` is 1-based, None for a single image; `finish_reason` is one of FINISH_REASONS; `error`
+    holds a one-line message when `finish_reason == "error"`.
+    """
+
+    source: str
+    text: str
+    finish_reason: str
+    tokens: int
+    seconds: float
+    page: int | None = None
+    error: str | None = None
+
+    def to_json(self) -> dict:
+        return asdict(self)
