@@ -11,6 +11,7 @@ encoded as ordinary text. Special tokens enter a prompt only by id (see `prompts
 from __future__ import annotations
 
 import base64
+import unicodedata
 from pathlib import Path
 
 from .errors import WeightsError
@@ -76,8 +77,11 @@ class QwenTokenizer:
         return self.n_ranks + len(self.special)
 
     def encode(self, text: str) -> list[int]:
-        """Ids of `text` with every special-token string treated as plain text."""
-        return self.encoding.encode(text, allowed_special=set(), disallowed_special=())
+        """Ids of `text` with every special-token string treated as plain text.
+
+        Text is NFC-normalized first, as Qwen-1's `QWenTokenizer.tokenize` does.
+        """
+        return self.encoding.encode(unicodedata.normalize("NFC", text), allowed_special=set(), disallowed_special=())
 
     def decode(self, ids: list[int]) -> str:
         """Text of `ids` without special tokens; broken UTF-8 becomes U+FFFD as in the original."""
