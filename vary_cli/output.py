@@ -1,0 +1,262 @@
+"""Where outputs go and how they are written: atomic writes, output paths, and per-page resume state.
+
+`pipeline.convert_document` and `cli.py` call these:
+
+- `atomic_write_text` writes a hidden temporary file next to the target, fsyncs it, `os.replace`s it
+  into place and fsyncs the directory, so a crash leaves the old file or the new one, never half of one.
+- `plan_outputs` / `output_path_for` map each input to one output under `--output-dir`, keeping the
+  input's path relative to the directory the user named. When two inputs would share an output
+  (`a.pdf` and `a.png` -> `a.md`), every input in the clash keeps its full name instead (`a.pdf.md`,
+  `a.png.md`): deterministic, and it does not depend on which file is seen first.
+- `PageStore` keeps each finished page of a long document in a sidecar `<output>.pages.jsonl`, one JSON
+  line per page, flushed and fsynced, so a crash at page 90 loses one page. A restart with the same
+  input file and settings picks up the finished pages; the sidecar is deleted once the output is
+  written. `is_finished` says an output is complete (it exists and has no sidecar), so it is skipped
+  unless `--recompute`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from .errors import VaryError
+from .render import SUFFIX_FOR_FORMAT
+from .results import PageResult
+
+SIDECAR_SUFFIX = ".pages.jsonl"
+_STORE_VERSION = 1
+_RESULT_FIELDS = {field.name for field in dataclasses.fields(PageResult)}
+
+
+class OutputError(VaryError):
+    """An output file or its resume state cannot be written (permissions, full disk, clashing names)."""
+
+
+def atomic_write_text(path: Path | str, text: str, encoding: str = "utf-8") -> None:
+    """Replace `path` with `text` so that readers and crashes only ever see the old or the new content.
+
+    Creates missing parent directories. On any failure the temporary file is removed and the target is
+    left as it was.
+
+    Raises:
+        OutputError: the directory cannot be created or written (the message names the path).
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # os.open with 0o666 lets the umask set the final permissions, as a plain open() would; O_EXCL
+        # guards against clobbering another writer's temporary file.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        with os.fdopen(fd, "w", encoding=encoding, newline="") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        # BaseException too: a Ctrl-C mid-write must not leave a stray temporary file either.
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise OutputError(f"{path}: cannot write the output ({exc.strerror or exc}); check that the "
+                              "directory is writable and the disk has space") from None
+        raise
+    _fsync_dir(path.parent)
+
+
+def output_path_for(input_path: Path, inputs_root: Path, out_dir: Path | None, fmt: str,
+                    keep_suffix: bool = False) -> Path:
+    """The output of `input_path`: its path relative to `inputs_root`, under `out_dir`, suffix by `fmt`.
+
+    With `out_dir` None the output sits next to the input. `keep_suffix` keeps the input's suffix
+    (`a.pdf` -> `a.pdf.md`); `plan_outputs` sets it for inputs whose outputs would clash.
+    """
+    try:
+        relative = input_path.relative_to(inputs_root)
+    except ValueError:
+        relative = Path(input_path.name)
+    if out_dir is None:
+        out_dir, relative = input_path.parent, Path(input_path.name)
+    name = relative.name if keep_suffix else relative.stem
+    return out_dir / relative.parent / f"{name}{SUFFIX_FOR_FORMAT[fmt]}"
+
+
+def plan_outputs(inputs: Iterable[Path], roots: Iterable[Path], out_dir: Path | None,
+                 fmt: str) -> dict[Path, Path]:
+    """Map each input to its output path, checking that no two inputs share one.
+
+    `roots` are the paths the user named; an input's path is kept relative to the first named
+    directory that contains it (a named file lands directly in `out_dir`).
+
+    Raises:
+        OutputError: two inputs still map to one output after keeping full names (e.g. `x/a.pdf` found
+        under two named directories); the message names both.
+    """
+    inputs = list(inputs)
+    root_dirs = [Path(root) for root in roots if Path(root).is_dir()]
+
+    def root_of(path: Path) -> Path:
+        return next((root for root in root_dirs if path.is_relative_to(root)), path.parent)
+
+    plain = {path: output_path_for(path, root_of(path), out_dir, fmt) for path in inputs}
+    counts: dict[Path, int] = {}
+    for out in plain.values():
+        counts[out] = counts.get(out, 0) + 1
+    planned: dict[Path, Path] = {}
+    owner: dict[Path, Path] = {}
+    for path in inputs:
+        out = plain[path]
+        if counts[out] > 1:
+            out = output_path_for(path, root_of(path), out_dir, fmt, keep_suffix=True)
+        if out in owner:
+            raise OutputError(f"{path} and {owner[out]} would both be written to {out}; convert them "
+                              "with separate --output-dir values")
+        owner[out] = path
+        planned[path] = out
+    return planned
+
+
+def sidecar_path(output: Path | str) -> Path:
+    """Where the per-page resume state of `output` lives: `<output>.pages.jsonl` next to it."""
+    output = Path(output)
+    return output.with_name(output.name + SIDECAR_SUFFIX)
+
+
+def is_finished(output: Path | str) -> bool:
+    """True when `output` was completely written: it exists and no resume state is left beside it."""
+    return Path(output).is_file() and not sidecar_path(output).exists()
+
+
+def source_fingerprint(path: Path | str) -> str:
+    """Identify an input file's version by size and modification time (as make does), without reading it."""
+    stat = Path(path).stat()
+    return f"{stat.st_size}:{stat.st_mtime_ns}"
+
+
+def settings_fingerprint(settings: Mapping[str, Any]) -> str:
+    """A short stable hash of everything that changes a page's text (model, prompt, generation, DPI)."""
+    blob = json.dumps(settings, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+
+
+class PageStore:
+    """Durable per-page results of one output, for resuming a conversion after a crash.
+
+    The sidecar's first line records both fingerprints; each later line is one `PageResult`. On
+    opening, the finished pages are loaded into `finished` (page -> result) unless a fingerprint
+    differs or `resume` is False, in which case the old state is ignored and overwritten on the first
+    `add`. Failed pages (`finish_reason == "error"`) are stored but never count as finished, so a
+    restart retries them. A last line cut short by a kill is dropped. One process per output.
+    """
+
+    def __init__(self, output: Path | str, source_fingerprint: str, settings_fingerprint: str,
+                 resume: bool = True) -> None:
+        self.path = sidecar_path(output)
+        self._header = {"vary_pages": _STORE_VERSION, "source": source_fingerprint,
+                        "settings": settings_fingerprint}
+        self.finished: dict[int | None, PageResult] = {}
+        self._handle: Any = None
+        # Whether the sidecar on disk can be appended to as it is; otherwise the first add rewrites it.
+        self._clean = False
+        if resume:
+            self._load()
+
+    def _load(self) -> None:
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise OutputError(f"{self.path}: cannot read resume state ({exc.strerror or exc}); delete it "
+                              "or run with --recompute") from None
+        # Split on b"\n" only: str.splitlines would also split on U+2028 inside the JSON text.
+        lines = data.split(b"\n")
+        complete, tail = lines[:-1], lines[-1]  # `tail` is b"" unless the last write was cut short
+        records = [_parse(line) for line in complete]
+        if not records or records[0] != self._header:
+            return  # another input version or other settings: nothing here is valid
+        results: dict[int | None, PageResult] = {}
+        for record in records[1:]:
+            result = _to_result(record)
+            if result is not None:
+                results[result.page] = result  # the last record of a page wins (a retried failure)
+        self.finished = {page: r for page, r in results.items() if r.finish_reason != "error"}
+        self._clean = not tail and all(record is not None for record in records)
+
+    def add(self, result: PageResult) -> None:
+        """Append one page's result to the sidecar, durably (flush + fsync) before returning."""
+        try:
+            if self._handle is None:
+                self._open()
+            self._handle.write(json.dumps(result.to_json(), ensure_ascii=False) + "\n")
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
+        except OSError as exc:
+            raise OutputError(f"{self.path}: cannot save page progress ({exc.strerror or exc}); check that "
+                              "the directory is writable and the disk has space") from None
+        if result.finish_reason != "error":
+            self.finished[result.page] = result
+
+    def _open(self) -> None:
+        if not self._clean:
+            # Rewrite from what was loaded: drops a stale fingerprint, a torn last line (appending after
+            # it would corrupt the next record too) and any unreadable line.
+            lines = [self._header] + [r.to_json() for r in self.finished.values()]
+            atomic_write_text(self.path, "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines))
+            self._clean = True
+        self._handle = open(self.path, "a", encoding="utf-8", newline="\n")
+
+    def close(self) -> None:
+        """Close the sidecar, keeping it (the conversion is not finished)."""
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+    def finish(self) -> None:
+        """Delete the sidecar; call after the final output has been written with `atomic_write_text`."""
+        self.close()
+        self.path.unlink(missing_ok=True)
+        _fsync_dir(self.path.parent)
+
+    def __enter__(self) -> PageStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _parse(line: bytes) -> Any:
+    try:
+        return json.loads(line)
+    except ValueError:  # includes UnicodeDecodeError and JSONDecodeError
+        return None
+
+
+def _to_result(record: Any) -> PageResult | None:
+    if not isinstance(record, dict) or not {"source", "text", "finish_reason"} <= record.keys():
+        return None
+    try:
+        return PageResult(**{key: value for key, value in record.items() if key in _RESULT_FIELDS})
+    except TypeError:
+        return None
+
+
+def _fsync_dir(directory: Path) -> None:
+    # Makes the rename/unlink itself durable. Not possible on Windows (directories cannot be opened).
+    if os.name != "posix":
+        return
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -1,0 +1,116 @@
+"""PageResults -> one output document (Markdown, LaTeX, plain text or JSON Lines); pure string functions.
+
+`pipeline.convert_document` calls `render_document` once per input with every page's `PageResult`, and
+`cli.py` calls `format_from_suffix` to pick a format from `-o out.tex`. Nothing here reads or writes
+files.
+
+Page markers (written before each page of a paged document, so a user can split the output and still
+know which page each part came from, even with `--pages 3-5`; a single image gets no marker):
+
+- md:  `<!-- page 3 -->` on its own line. An HTML comment is invisible in every Markdown renderer and
+  easy to split on (`re.split(r"<!-- page (\\d+) -->", text)`).
+- tex: `% page 3` on its own line, a LaTeX comment, so the output still compiles.
+- txt: a form feed `\\f` between pages, as `pdftotext` does, so `text.split("\\f")` gives the pages and
+  tools built for pdftotext output (less, pr, grep -c) keep working. No page numbers in plain text.
+
+Problem markers are visible in the rendered document, on their own line, one format for all three:
+
+- `[MISSING_PAGE_FAIL:3] <error>` in place of a page that failed (`finish_reason == "error"`), with the
+  one-line error. The name is nougat's, so scripts that look for nougat's marker find ours.
+- `[REPETITION_CUT:3]` after the kept text of a page whose generation was stopped by the repetition
+  guard: the text before it is real, what followed it on the page is missing.
+- `[LENGTH_CUT:3]` after the text of a page that hit the token limit (`finish_reason == "length"`): the
+  page was longer than `--max-tokens`, the end of the page is missing.
+
+A single image uses page number 1 in markers. In LaTeX the underscores are escaped in the visible
+marker (`\\_`, or the document would not compile) and the exact marker plus the error also go on a `%`
+comment line, so `grep MISSING_PAGE_FAIL` works on every format.
+
+`render_jsonl` writes one JSON object per page with the fixed keys of `JSONL_KEYS`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+from .errors import InputError
+from .results import PageResult
+
+FORMATS = ("md", "tex", "txt", "jsonl")
+SUFFIX_FOR_FORMAT = {"md": ".md", "tex": ".tex", "txt": ".txt", "jsonl": ".jsonl"}
+_FORMAT_FOR_SUFFIX = {".md": "md", ".markdown": "md", ".tex": "tex", ".txt": "txt", ".jsonl": "jsonl"}
+JSONL_KEYS = ("source", "page", "text", "finish_reason", "tokens", "seconds", "error")
+
+FAIL_MARKER = "[MISSING_PAGE_FAIL:{page}]"
+REPETITION_MARKER = "[REPETITION_CUT:{page}]"
+LENGTH_MARKER = "[LENGTH_CUT:{page}]"
+
+
+def format_from_suffix(path: Path | str) -> str:
+    """The output format a file name asks for: .md/.markdown -> md, .tex, .txt, .jsonl; anything else md."""
+    return _FORMAT_FOR_SUFFIX.get(Path(path).suffix.lower(), "md")
+
+
+def render_document(results: Sequence[PageResult], fmt: str) -> str:
+    """Join the pages of one document into `fmt` (md, tex, txt or jsonl), with page and problem markers.
+
+    Pages are put in page order (a resumed run may hand them over out of order). The result ends with
+    exactly one newline, or is empty when there are no pages.
+
+    Raises:
+        InputError: `fmt` is not one of FORMATS.
+    """
+    if fmt not in FORMATS:
+        raise InputError(f"unknown output format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if fmt == "jsonl":
+        return render_jsonl(results)
+    pages = sorted(results, key=lambda r: r.page or 0)
+    if not pages:
+        return ""
+    # A document is "paged" when it came from a PDF or multi-page TIFF; only then do pages get markers.
+    paged = len(pages) > 1 or pages[0].page is not None
+    bodies = [_page_body(result, fmt) for result in pages]
+    if fmt == "txt":
+        return "\f".join(bodies).rstrip("\n") + "\n"
+    if not paged:
+        return bodies[0].rstrip("\n") + "\n"
+    marker = "<!-- page {page} -->" if fmt == "md" else "% page {page}"
+    parts = [f"{marker.format(page=r.page or 1)}\n{body}".rstrip("\n") for r, body in zip(pages, bodies)]
+    return "\n\n".join(parts) + "\n"
+
+
+def render_jsonl(results: Sequence[PageResult]) -> str:
+    """One JSON object per line and per page, keys in JSONL_KEYS order, in the order given."""
+    lines = [json.dumps({key: getattr(r, key) for key in JSONL_KEYS}, ensure_ascii=False) for r in results]
+    return "".join(line + "\n" for line in lines)
+
+
+def _page_body(result: PageResult, fmt: str) -> str:
+    page = result.page or 1
+    if result.finish_reason == "error":
+        return _marker(FAIL_MARKER.format(page=page), fmt, detail=_one_line(result.error or "unknown error"))
+    text = result.text.rstrip()
+    if result.finish_reason == "repetition":
+        return _join(text, _marker(REPETITION_MARKER.format(page=page), fmt))
+    if result.finish_reason == "length":
+        return _join(text, _marker(LENGTH_MARKER.format(page=page), fmt))
+    return text
+
+
+def _marker(marker: str, fmt: str, detail: str = "") -> str:
+    line = f"{marker} {detail}".rstrip()
+    if fmt != "tex":
+        return line
+    # The comment keeps the exact, greppable marker and the error (which may hold LaTeX special
+    # characters); the visible line only has the marker, escaped.
+    return f"% {line}\n\\textbf{{{marker.replace('_', chr(92) + '_')}}}"
+
+
+def _join(text: str, marker: str) -> str:
+    return f"{text}\n\n{marker}" if text else marker
+
+
+def _one_line(message: str) -> str:
+    return " ".join(message.split())
