@@ -18,7 +18,6 @@ from vary_cli.config import GenerationConfig
 from vary_cli.errors import PromptError
 from vary_cli.generate import generate
 from vary_cli.model import attention_bias, check_image_tokens, ntk_alpha
-from vary_cli.pipeline import prompt_ids
 from vary_cli.preprocess import load_image, preprocess_page
 
 F64 = torch.float64
@@ -53,7 +52,7 @@ def case(request, tiny_checkpoint, tiny_long_checkpoint, page_image):
 def test_the_long_case_really_exceeds_seq_length(tiny_long_checkpoint):
     config = read_config(tiny_long_checkpoint)
     loaded = load_directory(tiny_long_checkpoint, torch.device("cpu"), torch.float32)
-    n = len(prompt_ids(loaded, "ocr"))
+    n = len(loaded.prompt_ids("ocr"))
     assert n > config.lm.seq_length and ntk_alpha(n, config.lm.seq_length) > 1
 
 
@@ -84,7 +83,7 @@ def test_image_features_equal_the_reference(case):
 def test_prefill_logits_equal_the_reference(case):
     loaded, state, clip, sam = case
     model, config = loaded.model, loaded.config
-    ids = prompt_ids(loaded, "ocr")
+    ids = loaded.prompt_ids("ocr")
     with torch.no_grad():
         features = model.encode_images(clip, sam)
         embeds = model.embed(torch.tensor([ids]), features)
@@ -101,7 +100,7 @@ def test_prefill_logits_equal_the_reference(case):
 def test_greedy_tokens_equal_the_reference(case):
     loaded, state, clip, sam = case
     model, tokenizer = loaded.model, loaded.tokenizer
-    ids = prompt_ids(loaded, "ocr")
+    ids = loaded.prompt_ids("ocr")
     stops = {tokenizer.im_end_id, tokenizer.endoftext_id}
     with torch.no_grad():
         features = model.encode_images(clip, sam)
@@ -114,7 +113,7 @@ def test_greedy_tokens_equal_the_reference(case):
 def test_a_batch_gives_what_each_prompt_gives_alone(tiny_long_checkpoint, page_image):
     loaded = load_directory(tiny_long_checkpoint, torch.device("cpu"), torch.float32)
     model, tokenizer = loaded.model, loaded.tokenizer
-    prompts = [prompt_ids(loaded, p) for p in ("ocr", "Read every word, please, and the numbers too.", "x")]
+    prompts = [loaded.prompt_ids(p) for p in ("ocr", "Read every word, please, and the numbers too.", "x")]
     page = preprocess_page(load_image(page_image), loaded.config)
     stops = {tokenizer.im_end_id, tokenizer.endoftext_id}
     gen = GenerationConfig(max_new_tokens=10)

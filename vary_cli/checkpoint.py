@@ -164,7 +164,11 @@ def read_weight_file(path: Path) -> Iterator[tuple[str, torch.Tensor]]:
 
 @dataclass
 class LoadedModel:
-    """A model ready for inference, with what is needed to prompt it."""
+    """A model ready for inference, with what is needed to prompt it.
+
+    `pipeline.py` talks to every model family through these methods only: the prompt's ids, the stop
+    ids, and the image features of a batch of pages.
+    """
 
     model: VaryQwenForCausalLM
     tokenizer: QwenTokenizer
@@ -172,6 +176,31 @@ class LoadedModel:
     directory: Path
     device: torch.device
     dtype: torch.dtype
+
+    def prompt_ids(self, prompt: str) -> list[int]:
+        """Token ids of the release's conversation template around `prompt` (a preset name or text)."""
+        from .prompts import build_prompt_ids, resolve_prompt
+
+        return build_prompt_ids(self.tokenizer, resolve_prompt(prompt), style=self.config.prompt_style,
+                                image_token_len=self.config.image_token_len)
+
+    @property
+    def stop_ids(self) -> set[int]:
+        return {self.tokenizer.im_end_id, self.tokenizer.endoftext_id}
+
+    @property
+    def pad_id(self) -> int:
+        return self.tokenizer.endoftext_id
+
+    def encode_pages(self, images: list) -> torch.Tensor:
+        """Image features (B, N, W) of RGB PIL pages, on the model's device and dtype."""
+        from .preprocess import preprocess_page
+
+        pages = [preprocess_page(image, self.config) for image in images]
+        clip = torch.stack([p.clip for p in pages]).to(self.device, self.dtype)  # (B, 3, 224, 224)
+        sam = torch.stack([p.sam for p in pages]).to(self.device, self.dtype)  # (B, 3, 1024, 1024)
+        with torch.inference_mode():
+            return self.model.encode_images(clip, sam)
 
 
 def build_on_meta(config: VaryConfig) -> VaryQwenForCausalLM:

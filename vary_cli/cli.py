@@ -20,7 +20,7 @@ from .errors import VaryError
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
                   help="Turn PDFs and images into Markdown, LaTeX or text with the Vary vision-language models.")
-stderr = Console(stderr=True, highlight=False)
+stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
 ModelOption = Annotated[str, typer.Option("--model", "-m", help="A model name from `vary models` or a checkpoint directory.")]
 PromptOption = Annotated[str, typer.Option(
@@ -55,6 +55,17 @@ def generation_config(max_new_tokens: int, temperature: float, top_p: float, see
     return GenerationConfig(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
 
 
+def load_model(model: str, device: str, dtype: str, quiet: bool = False):
+    """Load `model` (name or directory) with a spinner on a terminal; one line on stderr saying where."""
+    from .checkpoint import load
+
+    with stderr.status(f"loading {model}", spinner="dots") if stderr.is_terminal and not quiet else nullcontext():
+        loaded = load(model, device=device, dtype=dtype)
+    if not quiet:
+        stderr.print(f"{loaded.directory.name} on {loaded.device} ({str(loaded.dtype).removeprefix('torch.')})")
+    return loaded
+
+
 @app.command()
 def ocr(
     images: Annotated[list[Path], typer.Argument(help="Image files (PNG, JPEG, TIFF, WebP, ...).", show_default=False)],
@@ -76,12 +87,20 @@ def ocr(
 
         for path in images:  # fail on a bad image before spending time on the model
             load_image(path).close()
-        from .checkpoint import load
+        loaded = load_model(model, device, dtype)
+        from .pipeline import ocr_images
 
-        with stderr.status(f"loading {model}", spinner="dots") if stderr.is_terminal else nullcontext():
-            loaded = load(model, device=device, dtype=dtype)
-        stderr.print(f"{loaded.directory.name} on {loaded.device} ({str(loaded.dtype).removeprefix('torch.')})")
-        run_ocr(loaded, images, prompt, gen, as_json)
+        for index, result in enumerate(ocr_images(loaded, images, prompt, gen)):
+            if as_json:
+                sys.stdout.write(json.dumps(result.to_json(), ensure_ascii=False) + "\n")
+            else:
+                header = (("\n" if index else "") + f"==> {result.source} <==\n") if len(images) > 1 else ""
+                sys.stdout.write(header + result.text + "\n")
+            sys.stdout.flush()
+            if result.finish_reason in ("length", "repetition"):
+                cause = f"--max-new-tokens {gen.max_new_tokens}" if result.finish_reason == "length" else \
+                    "a repeating loop (the text before it is kept)"
+                stderr.print(f"[yellow]warning:[/yellow] {result.source}: stopped at {cause}")
     except VaryError as error:
         fail(error, debug)
     except KeyboardInterrupt:
@@ -89,28 +108,9 @@ def ocr(
         raise typer.Exit(code=130) from None
 
 
-def run_ocr(loaded, images: list[Path], prompt: str, gen, as_json: bool) -> None:
-    from .pipeline import ocr_images
+from .cli_convert import convert  # noqa: E402  (it imports the options above)
 
-    out = sys.stdout
-    several = len(images) > 1
-    streaming = not as_json
-
-    def on_text(_source: str, piece: str) -> None:
-        out.write(piece)
-        out.flush()
-
-    for index, path in enumerate(images):
-        if several and streaming:
-            out.write(("\n" if index else "") + f"==> {path} <==\n")
-        (result,) = ocr_images(loaded, [path], prompt, gen, on_text=on_text if streaming else None)
-        if as_json:
-            out.write(json.dumps(result.to_json(), ensure_ascii=False) + "\n")
-        else:
-            out.write("\n")
-            if result.finish_reason == "length":
-                stderr.print(f"[yellow]warning:[/yellow] {path}: stopped at --max-new-tokens {gen.max_new_tokens}")
-        out.flush()
+app.command()(convert)
 
 
 def main() -> None:

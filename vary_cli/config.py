@@ -245,6 +245,12 @@ class GenerationConfig:
     """Nucleus sampling mass, used only when sampling (`--top-p`)."""
     seed: int | None = None
     """Seed of the sampler's generator (`--seed`); None draws one."""
+    repetition_span: int = 256
+    """Stop a page whose last tokens repeat one cycle for this many tokens (`--no-repetition-guard`: 0)."""
+    repetition_max_period: int = 128
+    """Longest cycle, in tokens, the repetition guard looks for."""
+    repetition_min_repeats: int = 6
+    """A cycle must also repeat at least this often, so long cycles need longer stretches."""
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -253,6 +259,8 @@ class GenerationConfig:
             raise VaryError(f"--temperature must be >= 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:
             raise VaryError(f"--top-p must be in (0, 1], got {self.top_p}")
+        if self.repetition_span < 0 or self.repetition_max_period < 1 or self.repetition_min_repeats < 2:
+            raise VaryError("repetition guard: span must be >= 0, max period >= 1, min repeats >= 2")
         if self.top_p < 1 and self.temperature == 0:
             raise VaryError("--top-p needs --temperature > 0 (greedy decoding ignores it)")
 

@@ -23,7 +23,35 @@ class Generation:
     """What decoding produced for one prompt."""
 
     token_ids: list[int] = field(default_factory=list)
-    finish_reason: str = "length"  # "stop" | "length"
+    finish_reason: str = "length"  # "stop" | "length" | "repetition"
+
+
+class RepetitionGuard:
+    """Spots a token stream whose tail repeats one cycle for a long stretch: the page model is looping.
+
+    For every period p up to `max_period` it keeps the length of the current run of tokens equal to the
+    token p places earlier, so each new token costs O(max_period). A loop is declared when the tail is
+    periodic over at least max(span, min_repeats * p) tokens. The threshold is long on purpose: tables
+    and lists legitimately repeat short patterns a few times, a looping model repeats them for ever.
+    """
+
+    def __init__(self, span: int, max_period: int, min_repeats: int) -> None:
+        self.span, self.max_period, self.min_repeats = span, max_period, min_repeats
+        self.tokens: list[int] = []
+        self.runs = [0] * (max_period + 1)  # runs[p]: trailing tokens with t[i] == t[i - p]
+
+    def feed(self, token: int) -> int | None:
+        """Add a token; return how many tokens to keep if the stream now loops, else None."""
+        tokens = self.tokens
+        tokens.append(token)
+        n = len(tokens)
+        for p in range(1, min(self.max_period, n - 1) + 1):
+            self.runs[p] = self.runs[p] + 1 if tokens[-1] == tokens[-1 - p] else 0
+            periodic = self.runs[p] + p  # length of the periodic tail
+            if periodic >= max(self.span, self.min_repeats * p):
+                # Keep the text before the loop and one pass of the cycle, which is usually real content.
+                return n - periodic + p
+        return None
 
 
 def select_next(logits: torch.Tensor, gen: GenerationConfig, generator: torch.Generator | None) -> torch.Tensor:
@@ -64,6 +92,8 @@ def generate(model: VaryQwenForCausalLM, prompts: list[list[int]], image_feature
     if not gen.greedy:
         generator = torch.Generator().manual_seed(gen.seed if gen.seed is not None else torch.seed())
     results = [Generation() for _ in prompts]
+    guards = [RepetitionGuard(gen.repetition_span, gen.repetition_max_period, gen.repetition_min_repeats)
+              if gen.repetition_span else None for _ in prompts]
     active = list(range(len(prompts)))  # original row of each batch row
     for step in range(gen.max_new_tokens):
         next_ids = select_next(logits[:, -1].float(), gen, generator).tolist()
@@ -75,6 +105,11 @@ def generate(model: VaryQwenForCausalLM, prompts: list[list[int]], image_feature
             results[row].token_ids.append(token)
             if on_token:
                 on_token(row, token)
+            keep_tokens = guards[row].feed(token) if guards[row] else None
+            if keep_tokens is not None:
+                del results[row].token_ids[keep_tokens:]
+                results[row].finish_reason = "repetition"
+                continue
             keep.append(batch_row)
         if step == gen.max_new_tokens - 1 or not keep:
             break

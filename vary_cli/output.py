@@ -115,7 +115,7 @@ def plan_outputs(inputs: Iterable[Path], roots: Iterable[Path], out_dir: Path | 
             out = output_path_for(path, root_of(path), out_dir, fmt, keep_suffix=True)
         if out in owner:
             raise OutputError(f"{path} and {owner[out]} would both be written to {out}; convert them "
-                              "with separate --output-dir values")
+                              "with separate --out-dir values")
         owner[out] = path
         planned[path] = out
     return planned

@@ -1,60 +1,203 @@
-"""The one place that knows the order of the stages: image -> preprocess -> model -> generate -> text.
+"""The one place that knows the order of the stages: raster -> preprocess -> model -> generate -> render -> output.
 
-`ocr_images()` is what `vary ocr` and the Python API call. It returns one `PageResult` per image and
-reports progress through callbacks; it never prints.
+`ocr_images()` serves `vary ocr`; `convert_document()` serves `vary convert` and the Python API. Both
+report progress through a `Progress` object the caller passes in; neither prints. Pages go through the
+vision towers and generation in batches; a batch that fails is retried page by page, and a page that
+still fails becomes a PageResult with `finish_reason="error"` while the rest of the document goes on.
+Finished pages are kept in a PageStore as they complete, so a killed run resumes where it stopped.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Iterable, Iterator
 
 import torch
 
 from .checkpoint import LoadedModel
 from .config import GenerationConfig
+from .errors import InputError, VaryError
 from .generate import generate
-from .preprocess import load_image, preprocess_page
-from .prompts import build_prompt_ids, resolve_prompt
+from .output import PageStore, atomic_write_text, settings_fingerprint, source_fingerprint
+from .preprocess import load_image
+from .raster import Document, open_document, select_pages
+from .render import render_document, render_jsonl
 from .results import PageResult
-from .tokenizer import StreamDecoder
 
 
+class Progress:
+    """Callbacks of a conversion; the CLI subclasses this to draw progress bars. Default: silent."""
+
+    def document_started(self, source: Path, pages: int, already_done: int) -> None: ...
+
+    def page_done(self, result: PageResult) -> None: ...
+
+    def token(self) -> None: ...
+
+    def document_done(self, report: "DocumentReport") -> None: ...
 
 
-def prompt_ids(loaded: LoadedModel, prompt: str) -> list[int]:
-    """Token ids of the release's conversation template around `prompt` (a preset name or text)."""
-    config = loaded.config
-    return build_prompt_ids(loaded.tokenizer, resolve_prompt(prompt), style=config.prompt_style,
-                            image_token_len=config.image_token_len)
+@dataclass
+class DocumentReport:
+    """How one document's conversion ended."""
+
+    source: Path
+    output: Path | None
+    pages: int = 0
+    failed_pages: int = 0
+    resumed_pages: int = 0
+    skipped: bool = False
+    error: str | None = None
+    results: list[PageResult] = field(default_factory=list)
+
+
+def generate_pages(loaded: LoadedModel, images: list, prompt_ids: list[int], gen: GenerationConfig,
+                   progress: Progress | None = None) -> list[tuple[list[int], str]]:
+    """(token ids, finish reason) for each page image, generated together as one batch."""
+    features = loaded.encode_pages(images)  # (B, N, W)
+    on_token = (lambda _row, _token: progress.token()) if progress else None
+    generations = generate(loaded.model, [prompt_ids] * len(images), features, gen, loaded.stop_ids,
+                           loaded.pad_id, on_token)
+    return [(g.token_ids, g.finish_reason) for g in generations]
+
+
+def _page_results(loaded: LoadedModel, source: str, batch: list[tuple[int | None, object]], prompt_ids: list[int],
+                  gen: GenerationConfig, progress: Progress | None) -> list[PageResult]:
+    """PageResults of a batch of (page number, image); a failing batch is retried one page at a time."""
+    started = time.perf_counter()
+    try:
+        outputs = generate_pages(loaded, [image for _, image in batch], prompt_ids, gen, progress)
+        seconds = (time.perf_counter() - started) / len(batch)
+        return [_result(loaded, source, number, ids, reason, seconds)
+                for (number, _), (ids, reason) in zip(batch, outputs)]
+    except (RuntimeError, VaryError, ValueError) as exc:  # out of memory, bad page data, ...
+        if len(batch) > 1:
+            _free_device_memory(loaded.device)
+            return [r for item in batch for r in _page_results(loaded, source, [item], prompt_ids, gen, progress)]
+        return [PageResult(source=source, page=batch[0][0], text="", finish_reason="error", tokens=0,
+                           seconds=round(time.perf_counter() - started, 3), error=_one_line(exc))]
+
+
+def _result(loaded: LoadedModel, source: str, page: int | None, ids: list[int], reason: str,
+            seconds: float) -> PageResult:
+    return PageResult(source=source, page=page, text=loaded.tokenizer.decode(ids), finish_reason=reason,
+                      tokens=len(ids), seconds=round(seconds, 3))
 
 
 def ocr_images(loaded: LoadedModel, images: Iterable[Path], prompt: str, gen: GenerationConfig,
-               on_text: Callable[[str, str], None] | None = None) -> Iterable[PageResult]:
-    """Read each image and yield its PageResult.
-
-    Args:
-        prompt: a preset (`ocr`, `markdown`) or any text, used as given.
-        on_text: called with (source, new text) as tokens are decoded, for streaming output.
-    """
-    ids = prompt_ids(loaded, prompt)
-    tokenizer = loaded.tokenizer
-    stop_ids = {tokenizer.im_end_id, tokenizer.endoftext_id}
+               progress: Progress | None = None) -> Iterator[PageResult]:
+    """Read each image file, one at a time, and yield its PageResult (`page` None)."""
+    ids = loaded.prompt_ids(prompt)
     for path in images:
         started = time.perf_counter()
-        page = preprocess_page(load_image(path), loaded.config)
-        pixels = {"dtype": loaded.dtype, "device": loaded.device}
-        with torch.inference_mode():
-            features = loaded.model.encode_images(page.clip[None].to(**pixels), page.sam[None].to(**pixels))
-        stream = StreamDecoder(tokenizer)
-        callback = None
-        if on_text is not None:
-            def callback(_row: int, token: int, source: str = str(path)) -> None:
-                piece = stream.feed(token)
-                if piece:
-                    on_text(source, piece)
-        (result,) = generate(loaded.model, [ids], features, gen, stop_ids, tokenizer.endoftext_id, callback)
-        yield PageResult(source=str(path), text=tokenizer.decode(result.token_ids),
-                         finish_reason=result.finish_reason, tokens=len(result.token_ids),
-                         seconds=round(time.perf_counter() - started, 3))
+        ((tokens, reason),) = generate_pages(loaded, [load_image(path)], ids, gen, progress)
+        yield _result(loaded, str(path), None, tokens, reason, time.perf_counter() - started)
+
+
+def convert_document(loaded: LoadedModel, source: Path, output: Path | None, *, prompt: str, fmt: str,
+                     gen: GenerationConfig, pages: list[tuple[int, int | None]] | None = None,
+                     batch_size: int = 1, recompute: bool = False, progress: Progress | None = None,
+                     document: Document | None = None) -> tuple[DocumentReport, str]:
+    """Convert one PDF or image file; returns its report and the rendered text.
+
+    With `output` set, finished pages are kept in a resume store beside it as they complete and the
+    document is written atomically at the end; a finished output is skipped unless `recompute`.
+    With `output` None (stdout) nothing is written and nothing is resumed.
+
+    Raises:
+        InputError: the document cannot be opened, or `pages` is out of range.
+    """
+    from .output import is_finished
+
+    progress = progress or Progress()
+    report = DocumentReport(source=source, output=output)
+    if output is not None and not recompute and is_finished(output):
+        report.skipped = True
+        progress.document_done(report)
+        return report, ""
+    document = document or open_document(source)
+    wanted = select_pages(pages, document.page_count, str(source))
+    single = document.is_single_image
+    settings = {"model": str(loaded.directory), "dtype": str(loaded.dtype), "prompt": prompt,
+                "gen": [gen.max_new_tokens, gen.temperature, gen.top_p, gen.seed, gen.repetition_span],
+                "raster": "short-side-1024"}
+    store = None
+    if output is not None:
+        store = PageStore(output, source_fingerprint(source), settings_fingerprint(settings), resume=not recompute)
+    try:
+        done = dict(store.finished) if store else {}
+        key = (lambda n: None if single else n)
+        results = {n: done[key(n)] for n in wanted if key(n) in done}
+        report.resumed_pages = len(results)
+        progress.document_started(source, len(wanted), len(results))
+        ids = loaded.prompt_ids(prompt)
+        todo = [n for n in wanted if key(n) not in done]
+        for batch in _batches(document, todo, batch_size):
+            broken = [PageResult(source=str(source), page=key(n), text="", finish_reason="error", tokens=0,
+                                 seconds=0.0, error=_one_line(image)) for n, image in batch
+                      if isinstance(image, Exception)]
+            good = [(key(n), image) for n, image in batch if not isinstance(image, Exception)]
+            for result in broken + (_page_results(loaded, str(source), good, ids, gen, progress) if good else []):
+                if store:
+                    store.add(result)
+                results[result.page or 1] = result
+                progress.page_done(result)
+        ordered = [results[n] for n in wanted]
+        text = render_jsonl(ordered) if fmt == "jsonl" else render_document(ordered, fmt)
+        if output is not None:
+            atomic_write_text(output, text)
+            store.finish()
+    finally:
+        if store:
+            store.close()
+    report.results = ordered
+    report.pages = len(ordered)
+    report.failed_pages = sum(r.finish_reason == "error" for r in ordered)
+    progress.document_done(report)
+    return report, text
+
+
+def _batches(document: Document, numbers: list[int], size: int) -> Iterator[list[tuple[int, object]]]:
+    """Rendered pages in groups of `size`; only one group's images are in memory at a time.
+
+    A page that cannot be rendered comes as its InputError instead of an image.
+    """
+    batch: list[tuple[int, object]] = []
+    for number in numbers:
+        try:
+            batch.append(next(document.iter_pages([number])))
+        except InputError as exc:
+            batch.append((number, exc))
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _free_device_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300] or type(exc).__name__
+
+
+def default_batch_size(loaded: LoadedModel, max_new_tokens: int) -> int:
+    """Pages per batch from the device's free memory: the KV cache of a page and its activations.
+
+    CPUs gain little from batching (they are compute-bound already; see bench/), so they get 1.
+    """
+    if loaded.device.type != "cuda":
+        return 1
+    free, _total = torch.cuda.mem_get_info(loaded.device)
+    layers = sum(1 for name, _ in loaded.model.named_parameters() if name.endswith("q_proj.weight"))
+    width = loaded.model.get_submodule("lm_head").in_features
+    tokens = len(loaded.prompt_ids("ocr")) + max_new_tokens
+    element = torch.finfo(loaded.dtype).bits // 8
+    kv = 2 * layers * width * tokens * element  # keys and values of every layer
+    per_page = kv + 16 * tokens * width * element + 600 * 2**20  # + activations and the 1024² vision towers
+    return max(1, min(16, int(free * 0.6) // per_page))

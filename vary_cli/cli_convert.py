@@ -1,0 +1,182 @@
+"""`vary convert`: whole documents to Markdown, LaTeX, text or JSON Lines, with progress and a summary.
+
+Mounted on the app by `cli.py`. Parses flags, plans one output per input, loads the model once and
+calls `pipeline.convert_document` for each document; a document that cannot be opened is reported
+and skipped. Exit code 1 if any page or document failed, 130 on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .cli import (DebugOption, DeviceOption, DtypeOption, MaxTokensOption, ModelOption, SeedOption,
+                  TemperatureOption, TopPOption, fail, generation_config, load_model, stderr)
+from .errors import InputError, VaryError
+
+# The prompt each format gets unless --prompt says otherwise: Vary's document task writes Markdown with
+# LaTeX math, which serves md, tex and jsonl; plain text asks for plain OCR.
+DEFAULT_PROMPT = {"md": "markdown", "tex": "markdown", "jsonl": "markdown", "txt": "ocr"}
+
+
+def convert(
+    inputs: Annotated[list[Path], typer.Argument(help="PDF files, images, or directories searched recursively.",
+                                                 show_default=False)],
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output file for one input ('-': stdout, the default).")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out-dir", help="Directory for many outputs; relative paths are kept.")] = None,
+    fmt: Annotated[Optional[str], typer.Option("--format", "-f", help="md, tex, txt or jsonl (default: from the -o suffix, else md).")] = None,
+    pages: Annotated[Optional[str], typer.Option(help="1-based pages to convert, e.g. 1-4,7 or 5-.")] = None,
+    model: ModelOption = "vary-toy",
+    prompt: Annotated[Optional[str], typer.Option(help="A preset (ocr, markdown) or any text; default fits --format.")] = None,
+    max_new_tokens: MaxTokensOption = 2048,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=0, help="Pages per batch; 0 picks from free device memory.")] = 0,
+    device: DeviceOption = "auto",
+    dtype: DtypeOption = "auto",
+    temperature: TemperatureOption = 0.0,
+    top_p: TopPOption = 1.0,
+    seed: SeedOption = None,
+    repetition_guard: Annotated[bool, typer.Option("--repetition-guard/--no-repetition-guard",
+                                                   help="Stop a page that loops, keeping the text before the loop.")] = True,
+    recompute: Annotated[bool, typer.Option("--recompute", help="Convert again even where a finished output exists.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress, only errors.")] = False,
+    debug: DebugOption = False,
+) -> None:
+    """Convert PDFs and images to Markdown (default), LaTeX, text or JSON Lines."""
+    from .output import plan_outputs
+    from .raster import discover_inputs, parse_page_ranges
+    from .render import FORMATS, format_from_suffix
+
+    try:
+        to_stdout = output is None or str(output) == "-"
+        if output is not None and out_dir is not None:
+            raise typer.BadParameter("give either -o/--output or --out-dir, not both")
+        fmt = fmt or (format_from_suffix(output) if not to_stdout else "md")
+        if fmt not in FORMATS:
+            raise typer.BadParameter(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+        gen = generation_config(max_new_tokens, temperature, top_p, seed)
+        if not repetition_guard:
+            gen = gen.with_(repetition_span=0)
+        ranges = parse_page_ranges(pages) if pages else None
+        sources = discover_inputs(inputs)
+        if len(sources) > 1 and output is not None:
+            raise typer.BadParameter(f"{len(sources)} inputs: use --out-dir DIR (or no -o, to write next to each input)")
+        if len(sources) == 1 and out_dir is None:
+            targets = {sources[0]: None if to_stdout else output}
+        else:
+            targets = plan_outputs(sources, inputs, out_dir, fmt)
+        loaded = load_model(model, device, dtype, quiet)
+        run_conversion(loaded, targets, fmt=fmt, prompt=prompt or DEFAULT_PROMPT[fmt], gen=gen, ranges=ranges,
+                       batch_size=batch_size, recompute=recompute, quiet=quiet)
+    except VaryError as error:
+        fail(error, debug)
+    except KeyboardInterrupt:
+        stderr.print("interrupted: finished pages are kept; run the same command again to resume")
+        raise typer.Exit(code=130) from None
+
+
+def run_conversion(loaded, targets: dict[Path, Path | None], *, fmt: str, prompt: str, gen, ranges,
+                   batch_size: int, recompute: bool, quiet: bool) -> None:
+    from .pipeline import convert_document, default_batch_size
+
+    batch_size = batch_size or default_batch_size(loaded, gen.max_new_tokens)
+    progress = make_progress(quiet, total_documents=len(targets))
+    started = time.perf_counter()
+    totals = {"documents": 0, "pages": 0, "failed_pages": 0, "failed_documents": 0, "skipped": 0, "generated": 0}
+    with progress:
+        for source, target in targets.items():
+            try:
+                report, text = convert_document(loaded, source, target, prompt=prompt, fmt=fmt, gen=gen,
+                                                pages=ranges, batch_size=batch_size, recompute=recompute,
+                                                progress=progress)
+            except InputError as error:  # this document can't be opened: report it, go on with the rest
+                totals["failed_documents"] += 1
+                progress.message(f"[red]error:[/red] {' '.join(str(error).split())}")
+                continue
+            totals["documents"] += 1
+            totals["skipped"] += report.skipped
+            totals["pages"] += report.pages
+            totals["generated"] += report.pages - report.resumed_pages
+            totals["failed_pages"] += report.failed_pages
+            if target is None:
+                sys.stdout.write(text if text.endswith("\n") or not text else text + "\n")
+                sys.stdout.flush()
+    seconds = time.perf_counter() - started
+    rate = totals["generated"] / seconds if seconds > 0 else 0.0
+    failed = totals["failed_pages"] + totals["failed_documents"]
+    if not quiet or failed:
+        stderr.print(f"{totals['documents']} document(s) ({totals['skipped']} already done), {totals['pages']} page(s), "
+                     f"{totals['failed_pages']} failed page(s), {totals['failed_documents']} failed document(s), "
+                     f"{rate:.2f} pages/s")
+    if failed:
+        raise typer.Exit(code=1)
+
+
+def make_progress(quiet: bool, total_documents: int):
+    """Rich bars on a terminal; one plain line per document otherwise; nothing with --quiet."""
+    from .pipeline import Progress
+
+    class PlainProgress(Progress):
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def message(self, text: str) -> None:
+            stderr.print(text)
+
+        def document_done(self, report) -> None:
+            if quiet:
+                return
+            where = "stdout" if report.output is None else str(report.output)
+            state = "skipped (finished; --recompute to redo)" if report.skipped else \
+                f"{report.pages} page(s), {report.failed_pages} failed -> {where}"
+            stderr.print(f"{report.source}: {state}")
+
+    if quiet or not stderr.is_terminal:
+        return PlainProgress()
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichBars, TextColumn, TimeRemainingColumn
+
+    class RichProgress(PlainProgress):
+        def __init__(self) -> None:
+            self.bars = RichBars(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=stderr)
+            self.documents = self.bars.add_task("documents", total=total_documents, rate="")
+            self.pages = None
+            self.tokens = 0
+            self.started = time.perf_counter()
+
+        def __enter__(self):
+            self.bars.__enter__()
+            return self
+
+        def __exit__(self, *exc):
+            return self.bars.__exit__(*exc)
+
+        def message(self, text: str) -> None:
+            self.bars.console.print(text)
+
+        def document_started(self, source, pages, already_done) -> None:
+            if self.pages is not None:
+                self.bars.remove_task(self.pages)
+            self.pages = self.bars.add_task(source.name[:40], total=pages, completed=already_done, rate="")
+
+        def token(self) -> None:
+            self.tokens += 1
+            if self.tokens % 16 == 0 and self.pages is not None:
+                rate = self.tokens / max(time.perf_counter() - self.started, 1e-9)
+                self.bars.update(self.pages, rate=f"{rate:.1f} tok/s")
+
+        def page_done(self, result) -> None:
+            self.bars.advance(self.pages)
+
+        def document_done(self, report) -> None:
+            self.bars.advance(self.documents)
+            if report.failed_pages or report.skipped:
+                super().document_done(report)
+
+    return RichProgress()
