@@ -110,7 +110,10 @@ def ocr(
 
 from .cli_convert import convert  # noqa: E402  (it imports the options above)
 
+from .cli_models import models_app  # noqa: E402
+
 app.command()(convert)
+app.add_typer(models_app, name="models", help="List, download, verify and remove model weights.")
 
 
 def main() -> None:

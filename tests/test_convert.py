@@ -1,0 +1,210 @@
+"""pipeline.convert_document and `vary convert` on a tiny release-layout checkpoint: whole documents."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image, ImageDraw
+from typer.testing import CliRunner
+
+from vary_cli import pipeline
+from vary_cli.checkpoint import load_directory
+from vary_cli.cli import app
+from vary_cli.config import GenerationConfig
+from vary_cli.errors import InputError
+from vary_cli.output import sidecar_path
+
+GEN = GenerationConfig(max_new_tokens=6)
+
+
+def make_pdf(path: Path, n_pages: int) -> Path:
+    pages = []
+    for i in range(n_pages):
+        image = Image.new("RGB", (200, 260), (255 - 20 * i, 255, 255))
+        ImageDraw.Draw(image).text((20, 20 + 10 * i), f"page {i + 1}", fill="black")
+        pages.append(image)
+    pages[0].save(path, save_all=True, append_images=pages[1:])
+    return path
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_checkpoint):
+    return load_directory(tiny_checkpoint, torch.device("cpu"), torch.float32)
+
+
+@pytest.fixture(scope="module")
+def pdf(tmp_path_factory):
+    return make_pdf(tmp_path_factory.mktemp("docs") / "paper.pdf", 5)
+
+
+def convert(loaded, source, output, **kw):
+    kw.setdefault("prompt", "markdown")
+    kw.setdefault("fmt", "jsonl")
+    kw.setdefault("gen", GEN)
+    return pipeline.convert_document(loaded, source, output, **kw)
+
+
+def records(text):
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def test_every_batch_size_gives_batch_size_one(loaded, pdf):
+    one = records(convert(loaded, pdf, None, batch_size=1)[1])
+    for size in (2, 4):
+        batched = records(convert(loaded, pdf, None, batch_size=size)[1])
+        assert [r["text"] for r in batched] == [r["text"] for r in one]
+        assert [r["tokens"] for r in batched] == [r["tokens"] for r in one]
+    assert [r["page"] for r in one] == [1, 2, 3, 4, 5]
+
+
+def test_page_ranges_and_their_errors(loaded, pdf):
+    report, text = convert(loaded, pdf, None, pages=[(2, 3), (5, None)])
+    assert [r["page"] for r in records(text)] == [2, 3, 5]
+    with pytest.raises(InputError, match="5 pages"):
+        convert(loaded, pdf, None, pages=[(4, 9)])
+
+
+@pytest.mark.parametrize("fmt,marker", [("md", r"<!-- page (\d+) -->"), ("tex", r"% page (\d+)"), ("txt", None)])
+def test_text_formats_have_splittable_page_markers(loaded, pdf, fmt, marker):
+    _, text = convert(loaded, pdf, None, fmt=fmt, pages=[(1, 3)])
+    if marker:
+        assert re.findall(marker, text) == ["1", "2", "3"]
+    else:
+        assert text.count("\f") == 2
+
+
+def test_a_looping_page_is_cut_and_marked(loaded, pdf, monkeypatch):
+    real = pipeline.generate
+
+    def looping(model, prompts, features, gen, stop_ids, pad_id, on_token=None):
+        out = real(model, prompts, features, gen, stop_ids, pad_id, on_token)
+        for g in out:  # what a looping page model produces, run through the real guard
+            from vary_cli.generate import RepetitionGuard
+
+            guard = RepetitionGuard(gen.repetition_span, gen.repetition_max_period, gen.repetition_min_repeats)
+            tokens = g.token_ids[:3] + [65, 66, 67] * 200
+            for i, t in enumerate(tokens):
+                keep = guard.feed(t)
+                if keep is not None:
+                    g.token_ids, g.finish_reason = tokens[:keep], "repetition"
+                    break
+        return out
+
+    monkeypatch.setattr(pipeline, "generate", looping)
+    report, text = convert(loaded, pdf, None, fmt="md", pages=[(1, 1)],
+                           gen=GenerationConfig(max_new_tokens=6, repetition_span=30))
+    assert report.results[0].finish_reason == "repetition"
+    assert report.results[0].text.endswith("ABC") and "ABCABC" not in report.results[0].text
+    assert "[REPETITION_CUT:1]" in text
+
+
+def test_a_failing_page_is_retried_alone_then_marked_and_the_rest_survive(loaded, pdf, monkeypatch):
+    real = loaded.encode_pages
+    calls = []
+
+    def flaky(images):
+        calls.append(len(images))
+        if any(image.getpixel((5, 5))[0] == 255 - 20 * 2 for image in images):  # page 3's colour
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(images)
+
+    monkeypatch.setattr(loaded, "encode_pages", flaky)
+    report, text = convert(loaded, pdf, None, batch_size=4)
+    result = {r["page"]: r for r in records(text)}
+    assert result[3]["finish_reason"] == "error" and "out of memory" in result[3]["error"]
+    assert all(result[n]["finish_reason"] != "error" and result[n]["tokens"] for n in (1, 2, 4, 5))
+    assert calls[:2] == [4, 1] and report.failed_pages == 1
+    _, md = convert(loaded, pdf, None, fmt="md", batch_size=4)
+    assert "[MISSING_PAGE_FAIL:3]" in md
+
+
+def test_finished_outputs_are_skipped_unless_recompute(loaded, pdf, tmp_path):
+    out = tmp_path / "paper.jsonl"
+    first, _ = convert(loaded, pdf, out)
+    assert out.is_file() and not sidecar_path(out).exists() and first.pages == 5
+    again, _ = convert(loaded, pdf, out)
+    assert again.skipped
+    redo, _ = convert(loaded, pdf, out, recompute=True)
+    assert not redo.skipped and redo.pages == 5
+
+
+KILLER = """
+import os, signal, sys, torch
+from pathlib import Path
+from vary_cli import output, pipeline
+from vary_cli.checkpoint import load_directory
+from vary_cli.config import GenerationConfig
+added = []
+real_add = output.PageStore.add
+def add(self, result):
+    real_add(self, result)
+    added.append(result.page)
+    if len(added) == int(sys.argv[4]):
+        os.kill(os.getpid(), signal.SIGKILL)
+output.PageStore.add = add
+generated = []
+real_generate = pipeline.generate_pages
+def counting(loaded, images, *a, **k):
+    generated.extend(range(len(images)))
+    return real_generate(loaded, images, *a, **k)
+pipeline.generate_pages = counting
+loaded = load_directory(Path(sys.argv[1]), torch.device("cpu"), torch.float32)
+pipeline.convert_document(loaded, Path(sys.argv[2]), Path(sys.argv[3]), prompt="markdown", fmt="md",
+                          gen=GenerationConfig(max_new_tokens=6), batch_size=1)
+print("generated", len(generated))
+"""
+
+
+def test_kill_and_resume_equals_an_uninterrupted_run(tiny_checkpoint, pdf, tmp_path):
+    script = tmp_path / "run.py"
+    script.write_text(KILLER)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)}
+    killed = tmp_path / "killed.md"
+    run = subprocess.run([sys.executable, str(script), str(tiny_checkpoint), str(pdf), str(killed), "3"],
+                         env=env, capture_output=True, text=True)
+    assert run.returncode == -9
+    assert not killed.exists() and sidecar_path(killed).exists()
+    resumed = subprocess.run([sys.executable, str(script), str(tiny_checkpoint), str(pdf), str(killed), "0"],
+                             env=env, capture_output=True, text=True, check=True)
+    assert "generated 2" in resumed.stdout  # only pages 4 and 5 were generated again
+    whole = tmp_path / "whole.md"
+    subprocess.run([sys.executable, str(script), str(tiny_checkpoint), str(pdf), str(whole), "0"],
+                   env=env, capture_output=True, text=True, check=True)
+    assert killed.read_text() == whole.read_text()
+    assert not sidecar_path(killed).exists()
+
+
+def test_cli_converts_good_documents_and_reports_bad_ones(tiny_checkpoint, pdf, tmp_path):
+    docs = tmp_path / "in"
+    (docs / "sub").mkdir(parents=True)
+    make_pdf(docs / "sub" / "good.pdf", 2)
+    (docs / "broken.pdf").write_bytes(b"%PDF-1.4\n garbage")
+    Image.new("RGB", (50, 60), "white").save(docs / "scan.png")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["convert", str(docs), "--out-dir", str(out), "--model", str(tiny_checkpoint),
+                                      "--max-new-tokens", "4", "--format", "md", "--batch-size", "2"])
+    assert result.exit_code == 1, result.output
+    assert (out / "sub" / "good.md").is_file() and (out / "scan.md").is_file()
+    assert not (out / "broken.md").exists()
+    assert "broken.pdf" in result.output and "Traceback" not in result.output
+    assert "1 failed document(s)" in result.output
+
+
+def test_cli_single_output_by_suffix_and_bad_flags(tiny_checkpoint, pdf, tmp_path):
+    runner = CliRunner()
+    target = tmp_path / "paper.tex"
+    ok = runner.invoke(app, ["convert", str(pdf), "-o", str(target), "--model", str(tiny_checkpoint),
+                             "--max-new-tokens", "3", "--pages", "2-3"])
+    assert ok.exit_code == 0, ok.output
+    assert re.findall(r"% page (\d+)", target.read_text()) == ["2", "3"]
+    bad = runner.invoke(app, ["convert", str(pdf), "-o", str(tmp_path / "x.md"), "--model", str(tiny_checkpoint),
+                              "--pages", "7-9"])
+    # A page range outside the document fails that document (exit 1), with the page count in one line.
+    assert bad.exit_code == 1 and "5 pages" in bad.output and not (tmp_path / "x.md").exists()
+    missing = runner.invoke(app, ["convert", str(tmp_path / "nope.pdf")])
+    assert missing.exit_code == 2 and len(missing.output.strip().splitlines()) == 1
