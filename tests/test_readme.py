@@ -28,7 +28,7 @@ def options_in(text):
 
 
 def test_every_documented_option_exists():
-    helps = {c: CliRunner().invoke(app, [c, "--help"], terminal_width=200).output for c in ("convert", "ocr")}
+    helps = {c: CliRunner().invoke(app, [c, "--help"], env={"COLUMNS": "250"}).output for c in ("convert", "ocr")}
     convert_section = README.split("## Convert documents")[1].split("## Read images")[0]
     assert options_in(convert_section) - {"--help"} <= options_in(helps["convert"])
     shared = README.split("Options shared by `ocr` and `convert`")[1].split("##")[0]
