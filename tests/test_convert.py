@@ -208,3 +208,25 @@ def test_cli_single_output_by_suffix_and_bad_flags(tiny_checkpoint, pdf, tmp_pat
     assert bad.exit_code == 1 and "5 pages" in bad.output and not (tmp_path / "x.md").exists()
     missing = runner.invoke(app, ["convert", str(tmp_path / "nope.pdf")])
     assert missing.exit_code == 2 and len(missing.output.strip().splitlines()) == 1
+
+
+def test_ctrl_c_exits_130_in_one_line_and_keeps_finished_pages(tiny_checkpoint, pdf, tmp_path, monkeypatch):
+    from vary_cli import output
+
+    real_add = output.PageStore.add
+    added = []
+
+    def add_then_interrupt(self, result):
+        real_add(self, result)
+        added.append(result.page)
+        if len(added) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(output.PageStore, "add", add_then_interrupt)
+    target = tmp_path / "paper.md"
+    result = CliRunner().invoke(app, ["convert", str(pdf), "-o", str(target), "--model", str(tiny_checkpoint),
+                                      "--max-new-tokens", "3", "--batch-size", "1"])
+    assert result.exit_code == 130
+    assert result.output.strip().splitlines()[-1].startswith("interrupted")
+    assert not target.exists()
+    assert len(sidecar_path(target).read_text().splitlines()) == 1 + 2  # header + two finished pages

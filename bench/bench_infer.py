@@ -1,0 +1,138 @@
+"""Inference benchmark on random weights at real Vary shapes: load, vision encode, prefill, decode, pages/s.
+
+    python bench/bench_infer.py                        # full-size Vary-toy on the CPU
+    python bench/bench_infer.py --layers 2 --batch 1 4 8 --pages 8   # full width, few layers: batching
+    python bench/bench_infer.py --device cuda --dtype bf16
+
+It writes a release-layout checkpoint of seeded random weights (original key names, sharded
+safetensors) to a temporary directory, loads it through `vary_cli.checkpoint.load_directory` (the path a
+user's download takes) and times each stage. Peak host memory is the process's max RSS. Nothing is
+downloaded. Results print as one JSON object per measurement.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from conftest import to_release_state_dict, write_release  # noqa: E402  (the tests' release writer)
+
+from vary_cli.checkpoint import build_on_meta, load_directory  # noqa: E402
+from vary_cli.config import PRESETS, GenerationConfig  # noqa: E402
+from vary_cli.device import resolve_device, resolve_dtype  # noqa: E402
+from vary_cli.generate import generate  # noqa: E402
+
+
+def max_rss_gib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def write_random_release(directory: Path, config, shards: int) -> None:
+    """Random weights in the release layout, written without holding two copies of the model."""
+    model = build_on_meta(config)
+    shapes = {k: v for k, v in model.state_dict().items()}
+    del model
+    generator = torch.Generator().manual_seed(0)
+    real = {k: torch.randn(v.shape, generator=generator) * 0.02 for k, v in shapes.items()}
+    state = to_release_state_dict(real, config.lm.num_layers)
+    del real
+    write_release(directory, config, state, layout="safetensors", shards=shards)
+    # The real Qwen vocabulary (ships in the dashscope package) so the real special-token ids line up.
+    import shutil
+
+    import dashscope
+
+    shutil.copy(Path(dashscope.__file__).parent / "resources" / "qwen.tiktoken", directory / "qwen.tiktoken")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", default="vary-toy", choices=sorted(PRESETS))
+    parser.add_argument("--layers", type=int, default=0, help="LLM layers (0: the preset's)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="fp32")
+    parser.add_argument("--batch", type=int, nargs="+", default=[1])
+    parser.add_argument("--pages", type=int, default=0, help="pages per batch-size run (0: one batch)")
+    parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument("--shards", type=int, default=4)
+    parser.add_argument("--checkpoint", type=Path, help="benchmark this directory (default: write a random one)")
+    args = parser.parse_args()
+    if args.checkpoint is None:
+        # Write in this process, measure in a fresh one, so writing does not inflate the peak RSS of loading.
+        import subprocess
+
+        config = PRESETS[args.arch]
+        if args.layers:
+            config = replace(config, lm=replace(config.lm, num_layers=args.layers))
+        with tempfile.TemporaryDirectory() as tmp:
+            directory = Path(tmp) / args.arch
+            started = time.perf_counter()
+            write_random_release(directory, config, args.shards)
+            print(json.dumps({"stage": "write_checkpoint", "seconds": round(time.perf_counter() - started, 2)}),
+                  flush=True)
+            subprocess.run([sys.executable, __file__, *sys.argv[1:], "--checkpoint", str(directory)], check=True)
+        return
+
+    device = resolve_device(args.device)
+    dtype = resolve_dtype(args.dtype, device)
+    started = time.perf_counter()
+    loaded = load_directory(args.checkpoint, device, dtype)
+    config = loaded.config
+    n_params = sum(p.numel() for p in loaded.model.parameters())
+    shard = max(f.stat().st_size for f in args.checkpoint.glob("*.safetensors")) / 2**30
+    print(json.dumps({"stage": "load", "seconds": round(time.perf_counter() - started, 2),
+                      "params_billion": round(n_params / 1e9, 3),
+                      "model_gib": round(n_params * torch.finfo(dtype).bits / 8 / 2**30, 2),
+                      "largest_shard_gib": round(shard, 2), "max_rss_gib": round(max_rss_gib(), 2)}), flush=True)
+
+    from PIL import Image
+
+    page = Image.new("RGB", (1240, 1754), "white")
+    ids = loaded.prompt_ids("markdown")
+    gen = GenerationConfig(max_new_tokens=args.new_tokens, repetition_span=0)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for batch in args.batch:
+        pages = args.pages or batch
+        loaded.encode_pages([page] * min(batch, 2))  # warm-up
+        sync()
+        encode = prefill = total = 0.0
+        tokens = 0
+        done = 0
+        while done < pages:
+            n = min(batch, pages - done)
+            started = time.perf_counter()
+            features = loaded.encode_pages([page] * n)
+            sync()
+            encode += time.perf_counter() - started
+            started = time.perf_counter()
+            generate(loaded.model, [ids] * n, features, replace(gen, max_new_tokens=1), loaded.stop_ids, loaded.pad_id)
+            sync()
+            prefill += time.perf_counter() - started
+            started = time.perf_counter()
+            results = generate(loaded.model, [ids] * n, features, gen, loaded.stop_ids, loaded.pad_id)
+            sync()
+            total += time.perf_counter() - started
+            tokens += sum(len(r.token_ids) for r in results)
+            done += n
+        decode = max(total - prefill, 1e-9)
+        print(json.dumps({
+            "stage": "pages", "arch": args.arch, "llm_layers": config.lm.num_layers, "device": str(device),
+            "dtype": str(dtype).removeprefix("torch."), "batch": batch, "pages": pages,
+            "prompt_tokens": len(ids), "vision_encode_s_per_page": round(encode / pages, 3),
+            "prefill_tokens_per_s": round(pages * len(ids) / prefill, 1),
+            "decode_tokens_per_s": round((tokens - pages) / decode, 2),
+            "pages_per_s": round(pages / (encode + total), 4), "max_rss_gib": round(max_rss_gib(), 2)}))
+
+
+if __name__ == "__main__":
+    main()
