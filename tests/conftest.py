@@ -170,3 +170,11 @@ def page_image(tmp_path_factory) -> Path:
 
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def tiny_opt_checkpoint(tmp_path_factory) -> Path:
+    """A tiny Vary-tiny (SAM + OPT) release directory, SAM under `model.vision_tower_2` as in Vary's repo."""
+    from tiny_opt import make_tiny_checkpoint
+
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "vary-tiny-tiny")

@@ -7,6 +7,9 @@ read config.json -> build the model on the meta device -> per weight file: read 
 check shapes, cast and move, `load_state_dict(strict=False, assign=True)` -> fail on missing or
 unexpected keys -> materialize non-persistent buffers -> check the tokenizer against the config.
 Only one file's tensors are in flight at a time, so peak host memory is about the model plus a shard.
+The family (Vary-tiny with OPT, or Vary-toy/Vary-base with Qwen-1) comes from config.json's fields
+(`config_from_release`); `FAMILIES` then names its model class and tokenizer files. Everything else, the
+key table included, is shared.
 """
 
 from __future__ import annotations
@@ -15,31 +18,36 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 
-from .config import VaryConfig
+from .config import ModelConfig, VaryConfig, VaryTinyConfig, config_from_release
 from .errors import WeightsError
 from .model import VaryQwenForCausalLM
+from .model_opt import VaryOPTForCausalLM
 from .tokenizer import QwenTokenizer
+from .tokenizer_gpt2 import OPTTokenizer
 
 # fmt: off
-# Original (release) key -> ours. First match wins; None drops the key. "{qkv}" marks a fused
-# tensor that `split_fused_qkv` cuts into q, k, v along dim 0 (Qwen-1's c_attn order).
+# The SAM vision vocabulary, under its name in each release: Vary-toy/-base `transformer.vision_tower_high`,
+# Vary-tiny `model.vision_tower_2` (Ucas-HaoranWei/Vary) or `model.vision_tower` (Vary-toy's vary_opt.py).
+_SAM = r"(?:transformer\.vision_tower_high|model\.vision_tower_2|model\.vision_tower)"
+# Original (release) key -> ours, for every family. First match wins; None drops the key. "{qkv}" marks a
+# fused tensor that `split_fused_qkv` cuts into q, k, v along dim 0 (Qwen-1's c_attn order).
 ORIGINAL_TO_OURS: list[tuple[str, str | None]] = [
     (r"^transformer\.vision_tower\.vision_model\.embeddings\.position_ids$",  None),
     (r"^transformer\.vision_tower\.vision_model\.(.+)$",                       r"vision_tower.\1"),
-    (r"^transformer\.vision_tower_high\.patch_embed\.proj\.(weight|bias)$",    r"vision_tower_high.patch_embed.projection.\1"),
-    (r"^transformer\.vision_tower_high\.pos_embed$",                           r"vision_tower_high.pos_embed"),
-    (r"^transformer\.vision_tower_high\.blocks\.(\d+)\.norm1\.(weight|bias)$", r"vision_tower_high.layers.\1.layer_norm1.\2"),
-    (r"^transformer\.vision_tower_high\.blocks\.(\d+)\.norm2\.(weight|bias)$", r"vision_tower_high.layers.\1.layer_norm2.\2"),
-    (r"^transformer\.vision_tower_high\.blocks\.(\d+)\.(attn|mlp)\.(.+)$",     r"vision_tower_high.layers.\1.\2.\3"),
-    (r"^transformer\.vision_tower_high\.neck\.0\.weight$",                     r"vision_tower_high.neck.conv1.weight"),
-    (r"^transformer\.vision_tower_high\.neck\.1\.(weight|bias)$",              r"vision_tower_high.neck.layer_norm1.\1"),
-    (r"^transformer\.vision_tower_high\.neck\.2\.weight$",                     r"vision_tower_high.neck.conv2.weight"),
-    (r"^transformer\.vision_tower_high\.neck\.3\.(weight|bias)$",              r"vision_tower_high.neck.layer_norm2.\1"),
-    (r"^transformer\.vision_tower_high\.(net_2|net_3)\.weight$",               r"vision_tower_high.\1.weight"),
+    (rf"^{_SAM}\.patch_embed\.proj\.(weight|bias)$",                          r"vision_tower_high.patch_embed.projection.\1"),
+    (rf"^{_SAM}\.pos_embed$",                                                 r"vision_tower_high.pos_embed"),
+    (rf"^{_SAM}\.blocks\.(\d+)\.norm1\.(weight|bias)$",                       r"vision_tower_high.layers.\1.layer_norm1.\2"),
+    (rf"^{_SAM}\.blocks\.(\d+)\.norm2\.(weight|bias)$",                       r"vision_tower_high.layers.\1.layer_norm2.\2"),
+    (rf"^{_SAM}\.blocks\.(\d+)\.(attn|mlp)\.(.+)$",                           r"vision_tower_high.layers.\1.\2.\3"),
+    (rf"^{_SAM}\.neck\.0\.weight$",                                           r"vision_tower_high.neck.conv1.weight"),
+    (rf"^{_SAM}\.neck\.1\.(weight|bias)$",                                    r"vision_tower_high.neck.layer_norm1.\1"),
+    (rf"^{_SAM}\.neck\.2\.weight$",                                           r"vision_tower_high.neck.conv2.weight"),
+    (rf"^{_SAM}\.neck\.3\.(weight|bias)$",                                    r"vision_tower_high.neck.layer_norm2.\1"),
+    (rf"^{_SAM}\.(net_2|net_3)\.weight$",                                     r"vision_tower_high.\1.weight"),
     (r"^transformer\.(mm_projector|mm_projector_vary)\.(weight|bias)$",        r"\1.\2"),
     (r"^transformer\.wte\.weight$",                                            r"embed_tokens.weight"),
     (r"^transformer\.h\.(\d+)\.ln_1\.weight$",                                 r"layers.\1.input_layernorm.weight"),
@@ -51,6 +59,9 @@ ORIGINAL_TO_OURS: list[tuple[str, str | None]] = [
     (r"^transformer\.h\.(\d+)\.mlp\.w2\.weight$",                              r"layers.\1.mlp.gate_proj.weight"),  # w2: silu branch
     (r"^transformer\.h\.(\d+)\.mlp\.c_proj\.weight$",                          r"layers.\1.mlp.down_proj.weight"),
     (r"^transformer\.ln_f\.weight$",                                           r"norm.weight"),
+    # Vary-tiny: OPT's decoder keeps transformers' names under `model.decoder.`, its projector `model.`.
+    (r"^model\.mm_projector\.(weight|bias)$",                                  r"mm_projector.\1"),
+    (r"^model\.decoder\.(.+)$",                                                r"decoder.\1"),
     (r"^lm_head\.weight$",                                                     r"lm_head.weight"),
 ]
 # fmt: on
@@ -99,8 +110,8 @@ def convert_state_dict(original: dict[str, torch.Tensor]) -> tuple[dict[str, tor
     return ours, unknown
 
 
-def read_config(directory: Path) -> VaryConfig:
-    """Parse `directory/config.json` into a VaryConfig, with errors that name the file."""
+def read_config(directory: Path) -> ModelConfig:
+    """Parse `directory/config.json` into its family's config, with errors that name the file."""
     path = directory / "config.json"
     if not path.is_file():
         raise WeightsError(f"{directory}: no config.json; is this a Vary checkpoint directory?")
@@ -112,10 +123,8 @@ def read_config(directory: Path) -> VaryConfig:
         raise WeightsError(f"{path}: expected a JSON object")
     if raw.get("model_type") != "vary":
         raise WeightsError(f"{path}: model_type is {raw.get('model_type')!r}, expected 'vary'")
-    if "ffn_dim" in raw or "word_embed_proj_dim" in raw:
-        raise WeightsError(f"{path}: a Vary-tiny (OPT) checkpoint; this version runs Vary-toy and Vary-base")
     try:
-        return VaryConfig.from_release(raw)
+        return config_from_release(raw)
     except WeightsError as exc:
         raise WeightsError(f"{directory}: {exc}") from None
 
@@ -162,6 +171,23 @@ def read_weight_file(path: Path) -> Iterator[tuple[str, torch.Tensor]]:
                            f"{str(exc).splitlines()[0] if str(exc) else ''}); download it again") from None
 
 
+@dataclass(frozen=True)
+class Family:
+    """What a model family brings to loading: its module class and its tokenizer files."""
+
+    model_class: type
+    read_tokenizer: Callable[[Path], Any]
+    tokenizer_files: str
+
+
+FAMILIES: dict[type, Family] = {
+    VaryConfig: Family(VaryQwenForCausalLM, lambda d: QwenTokenizer.from_file(d / _TOKENIZER_FILE),
+                       _TOKENIZER_FILE),
+    VaryTinyConfig: Family(VaryOPTForCausalLM, OPTTokenizer.from_directory,
+                           "vocab.json, merges.txt, added_tokens.json"),
+}
+
+
 @dataclass
 class LoadedModel:
     """A model ready for inference, with what is needed to prompt it.
@@ -170,32 +196,62 @@ class LoadedModel:
     ids, and the image features of a batch of pages.
     """
 
-    model: VaryQwenForCausalLM
-    tokenizer: QwenTokenizer
-    config: VaryConfig
+    model: VaryQwenForCausalLM | VaryOPTForCausalLM
+    tokenizer: QwenTokenizer | OPTTokenizer
+    config: ModelConfig
     directory: Path
     device: torch.device
     dtype: torch.dtype
+    # Vary-tiny only: whether the last prompt_ids() chose the image-only format (its pages are then
+    # preprocessed as that format was trained).
+    image_only: bool = False
+
+    @property
+    def is_tiny(self) -> bool:
+        return isinstance(self.config, VaryTinyConfig)
 
     def prompt_ids(self, prompt: str) -> list[int]:
-        """Token ids of the release's conversation template around `prompt` (a preset name or text)."""
-        from .prompts import build_prompt_ids, resolve_prompt
+        """Token ids of the release's conversation template around `prompt` (a preset name or text).
 
-        return build_prompt_ids(self.tokenizer, resolve_prompt(prompt), style=self.config.prompt_style,
+        For Vary-tiny an empty prompt selects the image-only (vocabulary-stage) format.
+        """
+        from .prompts import build_prompt_ids, build_tiny_prompt_ids, resolve_prompt
+
+        text = resolve_prompt(prompt, self.config.prompt_style)
+        if self.is_tiny:
+            self.image_only = text == ""
+            return build_tiny_prompt_ids(self.tokenizer, text, self.config.image_token_len)
+        return build_prompt_ids(self.tokenizer, text, style=self.config.prompt_style,
                                 image_token_len=self.config.image_token_len)
 
     @property
     def stop_ids(self) -> set[int]:
+        if self.is_tiny:
+            return {self.tokenizer.eos_id}  # </s>
         return {self.tokenizer.im_end_id, self.tokenizer.endoftext_id}
 
     @property
     def pad_id(self) -> int:
-        return self.tokenizer.endoftext_id
+        return self.tokenizer.pad_id if self.is_tiny else self.tokenizer.endoftext_id
 
-    def encode_pages(self, images: list) -> torch.Tensor:
-        """Image features (B, N, W) of RGB PIL pages, on the model's device and dtype."""
-        from .preprocess import preprocess_page
+    def encode_pages(self, images: list, prompt: str | None = None) -> torch.Tensor:
+        """Image features (B, N, W) of RGB PIL pages, on the model's device and dtype.
 
+        Vary-tiny preprocesses by prompt format: `prompt` when given, else the format of the last
+        `prompt_ids()` call (the chat format when there was none).
+        """
+        from .preprocess import preprocess_page, sam_pixels, linear_imagenet_pixels
+
+        if self.is_tiny:
+            image_only = self.image_only
+            if prompt is not None:
+                from .prompts import resolve_prompt
+
+                image_only = resolve_prompt(prompt, self.config.prompt_style) == ""
+            to_pixels = linear_imagenet_pixels if image_only else sam_pixels
+            sam = torch.stack([to_pixels(image, self.config.sam) for image in images])  # (B, 3, 1024, 1024)
+            with torch.inference_mode():
+                return self.model.encode_images(sam.to(self.device, self.dtype))
         pages = [preprocess_page(image, self.config) for image in images]
         clip = torch.stack([p.clip for p in pages]).to(self.device, self.dtype)  # (B, 3, 224, 224)
         sam = torch.stack([p.sam for p in pages]).to(self.device, self.dtype)  # (B, 3, 1024, 1024)
@@ -203,15 +259,16 @@ class LoadedModel:
             return self.model.encode_images(clip, sam)
 
 
-def build_on_meta(config: VaryConfig) -> VaryQwenForCausalLM:
+def build_on_meta(config: ModelConfig) -> VaryQwenForCausalLM | VaryOPTForCausalLM:
     with torch.device("meta"):
-        return VaryQwenForCausalLM(config)
+        return FAMILIES[type(config)].model_class(config)
 
 
-def load_weights(model: VaryQwenForCausalLM, directory: Path, device: torch.device, dtype: torch.dtype,
+def load_weights(model: torch.nn.Module, directory: Path, device: torch.device, dtype: torch.dtype,
                  on_file: Callable[[Path], None] | None = None) -> None:
     """Fill a meta-device model from the directory's weight files, one file at a time."""
-    expected = {k: v.shape for k, v in model.state_dict().items()}
+    tied = set(getattr(model, "tied_keys", ()))
+    expected = {k: v.shape for k, v in model.state_dict().items() if k not in tied}
     loaded: set[str] = set()
     unknown: list[str] = []
     for path in weight_files(directory):
@@ -222,6 +279,8 @@ def load_weights(model: VaryQwenForCausalLM, directory: Path, device: torch.devi
         unknown += file_unknown
         part: dict[str, torch.Tensor] = {}
         for name, tensor in ours.items():
+            if name in tied:  # e.g. OPT's lm_head, which is the token embedding: read that one only
+                continue
             if name not in expected:
                 unknown.append(name)
                 continue
@@ -240,31 +299,35 @@ def load_weights(model: VaryQwenForCausalLM, directory: Path, device: torch.devi
         if unknown:
             details.append(f"{len(unknown)} unexpected tensor(s), e.g. {', '.join(unknown[:3])}")
         raise WeightsError(f"{directory}: weights do not match the model: {'; '.join(details)}")
+    if tied:
+        model.tie_weights()
     materialize_buffers(model, device)
 
 
-def materialize_buffers(model: VaryQwenForCausalLM, device: torch.device) -> None:
+def materialize_buffers(model: torch.nn.Module, device: torch.device) -> None:
     """Create the non-persistent buffers the files do not carry (they are still on meta)."""
-    embeddings = model.vision_tower.embeddings
-    n_positions = embeddings.position_embedding.num_embeddings
-    embeddings.register_buffer("position_ids", torch.arange(n_positions, device=device).expand((1, -1)),
-                               persistent=False)
-    leftover = [name for name, buf in model.named_buffers() if buf.is_meta]
+    if hasattr(model, "vision_tower"):  # CLIP's position ids (Vary-toy, Vary-base)
+        embeddings = model.vision_tower.embeddings
+        n_positions = embeddings.position_embedding.num_embeddings
+        embeddings.register_buffer("position_ids", torch.arange(n_positions, device=device).expand((1, -1)),
+                                   persistent=False)
+    leftover = [name for name, t in [*model.named_buffers(), *model.named_parameters()] if t.is_meta]
     if leftover:
-        raise RuntimeError(f"buffers left on meta after loading: {leftover}")
+        raise RuntimeError(f"tensors left on meta after loading: {leftover[:5]}")
 
 
-def check_tokenizer(tokenizer: QwenTokenizer, config: VaryConfig, directory: Path) -> None:
+def check_tokenizer(tokenizer: QwenTokenizer | OPTTokenizer, config: ModelConfig, directory: Path) -> None:
     """The tokenizer's image-token ids and size must agree with config.json."""
+    files = FAMILIES[type(config)].tokenizer_files
     pairs = {"im_start_token": (tokenizer.img_start_id, config.im_start_token),
              "im_end_token": (tokenizer.img_end_id, config.im_end_token),
              "im_patch_token": (tokenizer.img_pad_id, config.im_patch_token)}
     for name, (from_tokenizer, from_config) in pairs.items():
         if from_tokenizer != from_config:
-            raise WeightsError(f"{directory}: config.json {name} is {from_config} but {_TOKENIZER_FILE} "
+            raise WeightsError(f"{directory}: config.json {name} is {from_config} but {files} "
                                f"gives {from_tokenizer}; the tokenizer does not belong to this model")
     if tokenizer.vocab_size > config.lm.vocab_size:
-        raise WeightsError(f"{directory}: {_TOKENIZER_FILE} has {tokenizer.vocab_size} tokens, more than "
+        raise WeightsError(f"{directory}: {files} has {tokenizer.vocab_size} tokens, more than "
                            f"config.json's vocab_size {config.lm.vocab_size}")
 
 
@@ -275,7 +338,7 @@ def load_directory(directory: Path, device: torch.device, dtype: torch.dtype,
     if not directory.is_dir():
         raise WeightsError(f"{directory}: not a directory")
     config = read_config(directory)
-    tokenizer = QwenTokenizer.from_file(directory / _TOKENIZER_FILE)
+    tokenizer = FAMILIES[type(config)].read_tokenizer(directory)
     check_tokenizer(tokenizer, config, directory)
     model = build_on_meta(config)
     load_weights(model, directory, device, dtype, on_file)

@@ -10,6 +10,11 @@ the original code ran (transformers 5 keeps the same arithmetic as `CLIPImagePro
 resize of the shortest side, centre crop on uint8, rescale in float64 then cast to float32, normalize in
 float32. The SAM branch repeats torchvision's `Resize((S, S), BICUBIC)` + `ToTensor()` + `Normalize`,
 which on a PIL image is PIL's own bicubic resize and float32 arithmetic; torchvision is not needed.
+
+Vary-tiny (vary.md §11) reads only the SAM branch: its chat format uses the same 1024² bicubic squash
+(`sam_pixels`), its image-only (vocabulary-stage) format the original's `test_transform`: albumentations
+`Resize(1024, 1024)` (OpenCV `INTER_LINEAR` on the uint8 array) and ImageNet `Normalize`, repeated by
+`linear_imagenet_pixels` in numpy with OpenCV's fixed-point arithmetic, so OpenCV is not needed.
 """
 
 from __future__ import annotations
@@ -27,6 +32,10 @@ from .errors import InputError
 # OpenAI CLIP's constants; Vary's SAM branch (BlipImageEvalProcessor) normalizes with the same ones.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+# timm's IMAGENET_DEFAULT_MEAN / _STD, which Vary-tiny's test_transform normalizes with.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 _MEAN32 = np.array(CLIP_MEAN, dtype=np.float32)
 _STD32 = np.array(CLIP_STD, dtype=np.float32)
@@ -133,6 +142,53 @@ def preprocess_page(image: Image.Image, config: VaryConfig) -> PagePixels:
     """Both vision inputs of one page, sized by `config.clip` and `config.sam`."""
     image = load_image_from_pil(image)
     return PagePixels(clip=clip_pixels(image, config.clip), sam=sam_pixels(image, config.sam))
+
+
+def linear_imagenet_pixels(image: Image.Image, spec: SamVisionSpec) -> torch.Tensor:
+    """Vary-tiny's image-only format: OpenCV bilinear resize to `spec.image_size`², ImageNet normalize.
+
+    Returns a float32 tensor (3, spec.image_size, spec.image_size).
+    """
+    pixels = np.asarray(load_image_from_pil(image))  # (H, W, 3) uint8
+    resized = resize_linear_like_opencv(pixels, spec.image_size, spec.image_size)  # (S, S, 3) uint8
+    # albumentations 1.3's normalize: float32 mean*255 subtracted, then times the float32 reciprocal of std*255.
+    mean = np.array(IMAGENET_MEAN, dtype=np.float32) * np.float32(255.0)
+    std = np.array(IMAGENET_STD, dtype=np.float32) * np.float32(255.0)
+    normalized = (resized.astype(np.float32) - mean) * np.reciprocal(std, dtype=np.float32)
+    return torch.from_numpy(np.ascontiguousarray(normalized.transpose(2, 0, 1)))  # (3, S, S)
+
+
+def resize_linear_like_opencv(pixels: np.ndarray, width: int, height: int) -> np.ndarray:
+    """`cv2.resize(pixels, (width, height), interpolation=INTER_LINEAR)` for a uint8 (H, W, C) array.
+
+    OpenCV samples two neighbours per axis at half-pixel centres (no antialiasing) with 11-bit weights:
+    the horizontal pass keeps exact integers, the vertical pass rounds as its SIMD kernel does.
+    """
+    src_h, src_w = pixels.shape[:2]
+    x0, x1, a0, a1 = _linear_taps(src_w, width, clamp_weights=True)
+    y0, y1, b0, b1 = _linear_taps(src_h, height, clamp_weights=False)
+    wide = pixels.astype(np.int32)
+    rows = (wide[:, x0] * a0[None, :, None] + wide[:, x1] * a1[None, :, None]) >> 4  # (H, width, C)
+    top = (rows[y0] * b0[:, None, None]) >> 16  # (height, width, C)
+    bottom = (rows[y1] * b1[:, None, None]) >> 16
+    return np.clip((top + bottom + 2) >> 2, 0, 255).astype(np.uint8)
+
+
+def _linear_taps(src: int, dst: int, clamp_weights: bool) -> tuple[np.ndarray, ...]:
+    # OpenCV: f = (float)((d + 0.5) * scale - 0.5), s = floor(f), f -= s; weights
+    # saturate_cast<short>((1 - f) * 2048) and (f * 2048), rounded half to even. Along x a tap outside the
+    # image moves to the border with weight (2048, 0); along y the weights stay and both taps are clipped
+    # to the border row.
+    scale = 1.0 / (dst / src)
+    f = ((np.arange(dst, dtype=np.float64) + 0.5) * scale - 0.5).astype(np.float32)
+    s = np.floor(f).astype(np.int64)
+    f = f - s.astype(np.float32)
+    if clamp_weights:
+        f[(s < 0) | (s >= src - 1)] = 0
+        s = np.clip(s, 0, src - 1)
+    w0 = np.rint((np.float32(1) - f) * np.float32(2048)).astype(np.int32)
+    w1 = np.rint(f * np.float32(2048)).astype(np.int32)
+    return np.clip(s, 0, src - 1), np.clip(s + 1, 0, src - 1), w0, w1
 
 
 def _center_crop(pixels: np.ndarray, size: int) -> np.ndarray:

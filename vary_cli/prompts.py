@@ -6,11 +6,19 @@ prompt are BPE-encoded (with no special tokens allowed), so a prompt that contai
 end the turn. Because tiktoken encodes the text between special tokens piece by piece, these ids are the
 ones the original code gets by encoding the whole template string with specials allowed.
 Used by `pipeline.py` and `data.py`.
+
+Vary-tiny (vary.md §11) has two formats: the released model's chat demo (vicuna v1 template) and, for
+an empty prompt, the vocabulary-stage format of image tokens alone; see `build_tiny_prompt_ids()`.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .tokenizer import QwenTokenizer
+
+if TYPE_CHECKING:
+    from .tokenizer_gpt2 import OPTTokenizer
 
 PRESETS: dict[str, str] = {
     "ocr": "Provide the ocr results of this image.",
@@ -21,9 +29,17 @@ PRESETS: dict[str, str] = {
 SYSTEM = "You should follow the instructions carefully and explain your answers in detail."
 
 
-def resolve_prompt(prompt: str) -> str:
-    """A preset's text (`ocr`, `markdown`), or `prompt` itself used as given."""
-    return PRESETS.get(prompt, prompt)
+# Vary-tiny's demo (Ucas-HaoranWei/Vary vary/demo/run_opt_with_text.py) asks for "OCR" in capitals.
+TINY_PRESETS: dict[str, str] = dict(PRESETS, ocr="Provide the OCR results of this image.")
+
+# The vicuna v1.1 conversation ("v1" in vary/utils/conversation.py) that Vary-tiny's demo uses.
+V1_SYSTEM = ("A chat between a curious user and an artificial intelligence assistant. The assistant gives "
+             "helpful, detailed, and polite answers to the user's questions.")
+
+
+def resolve_prompt(prompt: str, style: str | None = None) -> str:
+    """A preset's text (`ocr`, `markdown`) for the model's prompt style, or `prompt` itself used as given."""
+    return (TINY_PRESETS if style == "vary-tiny" else PRESETS).get(prompt, prompt)
 
 
 def build_prompt_ids(tokenizer: QwenTokenizer, prompt: str, style: str, image_token_len: int) -> list[int]:
@@ -45,3 +61,29 @@ def template_text(prompt: str, style: str, image_token_len: int) -> str:
     sep = "\n" if style == "vary-toy" else ""
     return (f"<|im_start|>system\n{SYSTEM}<|im_end|><|im_start|>user\n<img>{pads}</img>{sep}{prompt}"
             f"<|im_end|><|im_start|>assistant\n")
+
+
+def build_tiny_prompt_ids(tokenizer: "OPTTokenizer", prompt: str, image_token_len: int) -> list[int]:
+    """Vary-tiny's prompt ids, led by OPT's `</s>` as its tokenizer adds it.
+
+    An empty `prompt` gives the vocabulary-stage format, the image tokens alone (vary/demo/run_opt.py).
+    Otherwise the chat demo's `{V1_SYSTEM} USER: <img>...</img>\n{prompt} ASSISTANT:`, tokenized as the
+    transformers the original pins (4.32) tokenizes it: its slow tokenizer splits at the added image tokens
+    and strips the whitespace on both sides of each, so `USER: ` loses its space and `\n{prompt}` its
+    leading whitespace before BPE.
+    """
+    t = tokenizer
+    image = [t.img_start_id] + [t.img_pad_id] * image_token_len + [t.img_end_id]
+    if prompt == "":
+        return [t.bos_id] + image
+    before = (V1_SYSTEM + " USER: ").rstrip()
+    after = ("\n" + prompt + " ASSISTANT:").lstrip()
+    return [t.bos_id] + t.encode(before) + image + t.encode(after)
+
+
+def tiny_template_text(prompt: str, image_token_len: int) -> str:
+    """Vary-tiny's prompt as one string, as the original writes it before tokenizing (tests and docs)."""
+    image = "<img>" + "<imgpad>" * image_token_len + "</img>"
+    if prompt == "":
+        return image
+    return f"{V1_SYSTEM} USER: {image}\n{prompt} ASSISTANT:"
