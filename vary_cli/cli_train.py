@@ -1,0 +1,136 @@
+"""`vary train`: the Typer command; cli.py mounts it with `app.command()(train)`.
+
+Flags map one-to-one onto `TrainConfig` fields (train_config.py). The command validates them, calls
+`train.run` and draws a rich progress bar (loss, lr, samples/s, ETA) from its callbacks. Under torchrun
+only rank 0 prints. torch is imported inside the body so `vary --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+
+from .errors import VaryError
+
+stderr = Console(stderr=True, highlight=False)
+
+def train(
+    sft: Annotated[Optional[list[Path]], typer.Option(
+        "--sft", show_default=False,
+        help="Supervised fine-tuning (stage 3, lr 1e-5) on this data: JSONL or a JSON list of "
+             "{image, conversations} or {image, text} samples; repeat for several files.")] = None,
+    pretrain: Annotated[Optional[list[Path]], typer.Option(
+        "--pretrain", show_default=False,
+        help="Pretraining (stage 2, lr 5e-5) on this data, same format; repeat for several files.")] = None,
+    model: Annotated[str, typer.Option("--model", "-m", help="Start checkpoint: a model name or a directory.")] = "vary-toy",
+    out: Annotated[Path, typer.Option(help="Output directory for checkpoint-N/, latest and metrics.jsonl.")] = Path("vary-train"),
+    eval_data: Annotated[Optional[list[Path]], typer.Option(
+        "--eval", show_default=False, help="Held-out data; its loss is reported at --eval-every steps.")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Peak learning rate [default: the stage's].")] = None,
+    epochs: Annotated[int, typer.Option(help="Passes over the data, unless --max-steps.")] = 1,
+    max_steps: Annotated[Optional[int], typer.Option(help="Optimizer steps in all (overrides --epochs).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Samples per device per micro-step.")] = 4,
+    grad_accum: Annotated[int, typer.Option(help="Micro-steps per optimizer step.")] = 1,
+    max_length: Annotated[int, typer.Option(help="Longest token sequence; longer samples are cut at the end.")] = 4096,
+    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay (not on biases and LayerNorms).")] = 0.0,
+    warmup_ratio: Annotated[float, typer.Option(help="Fraction of steps of linear warm-up before the cosine decay.")] = 0.03,
+    max_grad_norm: Annotated[float, typer.Option(help="Gradient clipping norm (0: off).")] = 1.0,
+    gradient_checkpointing: Annotated[bool, typer.Option(
+        help="Recompute decoder layers in the backward pass to save memory.")] = True,
+    freeze_lm: Annotated[bool, typer.Option(
+        "--freeze-lm", help="Train only the projectors and input embeddings (the original's freeze_lm_model).")] = False,
+    save_every: Annotated[int, typer.Option(help="Checkpoint every this many steps, and at the end.")] = 5000,
+    keep: Annotated[int, typer.Option(help="Newest checkpoints to keep.")] = 1,
+    eval_every: Annotated[Optional[int], typer.Option(help="Evaluate every this many steps [default: at saves].")] = None,
+    log_every: Annotated[int, typer.Option(help="Write a metrics line every this many steps.")] = 1,
+    seed: Annotated[int, typer.Option(help="Seed of the data order and of torch.")] = 42,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/latest exactly where it stopped.")] = False,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps (torchrun: cuda:LOCAL_RANK).")] = "auto",
+    dtype: Annotated[str, typer.Option(help="Autocast: auto (bf16 on GPUs, fp32 on CPU), fp32, bf16 or fp16.")] = "auto",
+    fsdp: Annotated[bool, typer.Option("--fsdp", help="Under torchrun, shard the model with FSDP2 instead of DDP.")] = False,
+    workers: Annotated[int, typer.Option(help="Data-loading worker processes.")] = 2,
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks instead of one-line errors.")] = False,
+) -> None:
+    """Fine-tune Vary-toy or Vary-base: --pretrain DATA (stage 2) or --sft DATA (stage 3).
+
+    Same command under `torchrun --nproc-per-node N` for several processes (DDP; --fsdp to shard).
+    Checkpoints go to OUT/checkpoint-N in the release layout: `vary ocr --model OUT/checkpoint-N`.
+    """
+    try:
+        if bool(sft) == bool(pretrain):
+            raise typer.BadParameter("give exactly one of --sft DATA or --pretrain DATA")
+        from .train_config import TrainConfig
+
+        cfg = TrainConfig(
+            stage="sft" if sft else "pretrain", data=tuple(sft or pretrain or ()), out=out, model=model,
+            eval_data=tuple(eval_data or ()), lr=lr, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
+            grad_accum=grad_accum, max_length=max_length, weight_decay=weight_decay, warmup_ratio=warmup_ratio,
+            max_grad_norm=max_grad_norm, gradient_checkpointing=gradient_checkpointing, freeze_lm=freeze_lm,
+            save_every=save_every, keep=keep, eval_every=eval_every, log_every=log_every, seed=seed,
+            resume=resume, device=device, dtype=dtype, fsdp=fsdp, workers=workers)
+        from . import device as _device  # noqa: F401  (before torch: sets the MPS fallback)
+        from .train import run
+
+        with RichProgress() as progress:
+            result = run(cfg, progress)
+        if int(os.environ.get("RANK", "0")) == 0 and result.checkpoint:
+            stderr.print(f"done: {result.steps} steps, loss {result.loss:.4f}; "
+                         f"vary ocr --model {result.checkpoint} IMAGE")
+    except VaryError as error:
+        if debug:
+            raise
+        message = " ".join(str(error).split())
+        stderr.print(f"[red]error:[/red] {message}", markup=True, soft_wrap=True)
+        raise typer.Exit(code=error.exit_code) from None
+    except KeyboardInterrupt:
+        stderr.print("interrupted; continue with --resume")
+        raise typer.Exit(code=130) from None
+
+
+class RichProgress:
+    """TrainProgress drawn with rich: one bar with loss, lr, samples/s and ETA; messages above it."""
+
+    def __enter__(self) -> "RichProgress":
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.bar = Progress(TextColumn("step"), MofNCompleteColumn(), BarColumn(),
+                            TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=stderr,
+                            disable=not stderr.is_terminal)
+        self.task = None
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.bar.__exit__(*exc)
+
+    def started(self, info: dict[str, Any]) -> None:
+        report = info["report"]
+        stderr.print(f"{info['samples']} samples ({report.with_image} with images, {report.target_tokens} answer "
+                     f"tokens), global batch {info['global_batch']}, {info['total_steps']} steps, "
+                     f"{info['trainable_parameters'] / 1e6:.1f}M trainable parameters, {info['device']} x "
+                     f"{info['world']}, autocast {info['autocast']}")
+        for warning in report.warnings:
+            stderr.print(f"[yellow]warning:[/yellow] {warning}")
+        if info["resumed_from"]:
+            stderr.print(f"resuming from {info['resumed_from']} at step {info['start_step']}")
+        self.task = self.bar.add_task("train", total=info["total_steps"], completed=info["start_step"], info="")
+
+    def step(self, m: dict[str, Any]) -> None:
+        info = f"loss {m['loss']:.4f}  lr {m['lr']:.2e}  {m['samples_per_s']:.1f} samples/s"
+        if self.task is not None:
+            self.bar.update(self.task, completed=m["step"], info=info)
+        if not stderr.is_terminal:
+            stderr.print(f"step {m['step']}: {info}, eta {m['eta_s']:.0f}s")
+
+    def evaluated(self, m: dict[str, Any]) -> None:
+        self.bar.console.print(f"step {m['step']}: eval loss {m['eval_loss']:.4f}")
+
+    def saved(self, directory: Path) -> None:
+        self.bar.console.print(f"saved {directory}")
+
+    def message(self, text: str) -> None:
+        self.bar.console.print(text)

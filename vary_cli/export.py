@@ -1,0 +1,230 @@
+"""Write our model as a release directory, atomically: original key names, safetensors shards, config.json.
+
+`vary train` saves every checkpoint with `save_release`, so `vary ocr --model OUT/checkpoint-N` loads
+it through the normal loader (checkpoint.py). The key table below is the inverse of checkpoint.py's
+`ORIGINAL_TO_OURS`; `fuse_qkv` puts Qwen-1's fused `c_attn` back together. A directory is written as
+`.NAME.tmp-XXXX` beside its final place and renamed into place only when every file is on disk; the
+`latest` pointer file is then replaced atomically, so a run killed mid-save leaves the previous
+checkpoint and pointer intact and, at worst, a stale temporary directory that the next run removes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from .config import VaryConfig
+from .errors import VaryError
+
+# fmt: off
+# Ours -> original (release) key. "{qkv}" keys are fused by `fuse_qkv` (q, k, v stacked along dim 0).
+OURS_TO_ORIGINAL: list[tuple[str, str]] = [
+    (r"^vision_tower\.(.+)$",                                       r"transformer.vision_tower.vision_model.\1"),
+    (r"^vision_tower_high\.patch_embed\.projection\.(weight|bias)$", r"transformer.vision_tower_high.patch_embed.proj.\1"),
+    (r"^vision_tower_high\.pos_embed$",                             r"transformer.vision_tower_high.pos_embed"),
+    (r"^vision_tower_high\.layers\.(\d+)\.layer_norm1\.(.+)$",      r"transformer.vision_tower_high.blocks.\1.norm1.\2"),
+    (r"^vision_tower_high\.layers\.(\d+)\.layer_norm2\.(.+)$",      r"transformer.vision_tower_high.blocks.\1.norm2.\2"),
+    (r"^vision_tower_high\.layers\.(\d+)\.(attn|mlp)\.(.+)$",       r"transformer.vision_tower_high.blocks.\1.\2.\3"),
+    (r"^vision_tower_high\.neck\.conv1\.weight$",                   r"transformer.vision_tower_high.neck.0.weight"),
+    (r"^vision_tower_high\.neck\.layer_norm1\.(.+)$",               r"transformer.vision_tower_high.neck.1.\1"),
+    (r"^vision_tower_high\.neck\.conv2\.weight$",                   r"transformer.vision_tower_high.neck.2.weight"),
+    (r"^vision_tower_high\.neck\.layer_norm2\.(.+)$",               r"transformer.vision_tower_high.neck.3.\1"),
+    (r"^vision_tower_high\.(net_2|net_3)\.weight$",                 r"transformer.vision_tower_high.\1.weight"),
+    (r"^(mm_projector|mm_projector_vary)\.(weight|bias)$",          r"transformer.\1.\2"),
+    (r"^embed_tokens\.weight$",                                     r"transformer.wte.weight"),
+    (r"^layers\.(\d+)\.input_layernorm\.weight$",                   r"transformer.h.\1.ln_1.weight"),
+    (r"^layers\.(\d+)\.self_attn\.[qkv]_proj\.(weight|bias)$",      r"transformer.h.\1.attn.c_attn.\2{qkv}"),
+    (r"^layers\.(\d+)\.self_attn\.o_proj\.weight$",                 r"transformer.h.\1.attn.c_proj.weight"),
+    (r"^layers\.(\d+)\.post_attention_layernorm\.weight$",          r"transformer.h.\1.ln_2.weight"),
+    (r"^layers\.(\d+)\.mlp\.up_proj\.weight$",                      r"transformer.h.\1.mlp.w1.weight"),    # w1: linear branch
+    (r"^layers\.(\d+)\.mlp\.gate_proj\.weight$",                    r"transformer.h.\1.mlp.w2.weight"),    # w2: silu branch
+    (r"^layers\.(\d+)\.mlp\.down_proj\.weight$",                    r"transformer.h.\1.mlp.c_proj.weight"),
+    (r"^norm\.weight$",                                             r"transformer.ln_f.weight"),
+    (r"^lm_head\.weight$",                                          r"lm_head.weight"),
+]
+# fmt: on
+_COMPILED = [(re.compile(pattern), target) for pattern, target in OURS_TO_ORIGINAL]
+
+LATEST = "latest"
+TOKENIZER_FILE = "qwen.tiktoken"
+TRAINING_STATE = "training_state.pt"
+SHARD_BYTES = 2 * 1024**3
+
+
+def fuse_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Qwen-1's c_attn: q, k, v stacked in that order along dim 0."""
+    return torch.cat([q, k, v], dim=0)
+
+
+def to_release_state_dict(ours: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Our state dict under the release's key names (non-persistent buffers are not in `ours`)."""
+    out: dict[str, torch.Tensor] = {}
+    parts: dict[str, dict[str, torch.Tensor]] = {}
+    for key, tensor in ours.items():
+        for pattern, target in _COMPILED:
+            if pattern.match(key):
+                name = pattern.sub(target, key)
+                break
+        else:
+            raise KeyError(f"no release name for {key}")
+        if name.endswith("{qkv}"):
+            which = key.split(".self_attn.")[1][0]  # q, k or v
+            parts.setdefault(name.removesuffix("{qkv}"), {})[which] = tensor
+        else:
+            out[name] = tensor
+    for name, qkv in parts.items():
+        out[name] = fuse_qkv(qkv["q"], qkv["k"], qkv["v"])
+    return out
+
+
+def release_config(config: VaryConfig) -> dict[str, Any]:
+    """config.json of a checkpoint we write: the release fields plus what a loader of the original expects."""
+    out = config.to_release()
+    out.update({"torch_dtype": "float32", "use_cache": True, "freeze_vision_tower": True})
+    return out
+
+
+def shard(state: dict[str, torch.Tensor], max_bytes: int) -> list[dict[str, torch.Tensor]]:
+    """Split a state dict into groups of at most `max_bytes` (a bigger tensor gets a group of its own)."""
+    groups: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
+    for key, tensor in state.items():
+        nbytes = tensor.numel() * tensor.element_size()
+        if groups[-1] and size + nbytes > max_bytes:
+            groups.append({})
+            size = 0
+        groups[-1][key] = tensor
+        size += nbytes
+    return groups
+
+
+def write_weights(directory: Path, state: dict[str, torch.Tensor], max_bytes: int = SHARD_BYTES) -> None:
+    """Write safetensors weights (one file, or shards with model.safetensors.index.json)."""
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
+    groups = shard(state, max_bytes)
+    if len(groups) == 1:
+        save_file(groups[0], str(directory / "model.safetensors"), metadata={"format": "pt"})
+        return
+    weight_map = {}
+    for i, group in enumerate(groups):
+        name = f"model-{i + 1:05d}-of-{len(groups):05d}.safetensors"
+        save_file(group, str(directory / name), metadata={"format": "pt"})
+        weight_map.update({k: name for k in group})
+    total = sum(t.numel() * t.element_size() for t in state.values())
+    (directory / "model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
+
+
+def save_release(directory: Path, ours: dict[str, torch.Tensor], config: VaryConfig, tokenizer: Path | bytes,
+                 extra: Callable[[Path], None] | None = None, max_shard_bytes: int = SHARD_BYTES) -> Path:
+    """Write a complete release directory at `directory`, atomically; returns `directory`.
+
+    `tokenizer` is the `qwen.tiktoken` file to copy, or its bytes. `extra(tmp_dir)` may add files (the training state) before the directory is renamed into place.
+    An existing `directory` is replaced only once the new one is complete.
+    """
+    directory = Path(directory)
+    parent = directory.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = parent / f".{directory.name}.tmp-{secrets.token_hex(4)}"
+    try:
+        tmp.mkdir()
+        write_weights(tmp, to_release_state_dict(ours), max_shard_bytes)
+        (tmp / "config.json").write_text(json.dumps(release_config(config), indent=2) + "\n")
+        (tmp / "generation_config.json").write_text(json.dumps(
+            {"chat_format": "chatml", "eos_token_id": 151643, "max_new_tokens": 2048}, indent=2) + "\n")
+        (tmp / "tokenizer_config.json").write_text(json.dumps(
+            {"model_max_length": config.lm.seq_length, "tokenizer_file": TOKENIZER_FILE}, indent=2) + "\n")
+        (tmp / TOKENIZER_FILE).write_bytes(tokenizer if isinstance(tokenizer, bytes) else Path(tokenizer).read_bytes())
+        if extra:
+            extra(tmp)
+        for path in tmp.iterdir():
+            _fsync_file(path)
+        _fsync_dir(tmp)
+        if directory.exists():
+            old = parent / f".{directory.name}.old-{secrets.token_hex(4)}"
+            os.replace(directory, old)
+            os.replace(tmp, directory)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, directory)
+        _fsync_dir(parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return directory
+
+
+def write_latest(out_dir: Path, name: str) -> None:
+    """Point `out_dir/latest` at the checkpoint directory `name`, atomically."""
+    from .output import atomic_write_text
+
+    atomic_write_text(Path(out_dir) / LATEST, name + "\n")
+
+
+def read_latest(out_dir: Path) -> Path | None:
+    """The checkpoint `out_dir/latest` points at, or None when there is none yet.
+
+    Raises:
+        VaryError: the pointer names a directory that is missing or incomplete.
+    """
+    pointer = Path(out_dir) / LATEST
+    if not pointer.is_file():
+        return None
+    name = pointer.read_text().strip()
+    directory = Path(out_dir) / name
+    if not (directory / TRAINING_STATE).is_file() or not (directory / "config.json").is_file():
+        raise VaryError(f"{pointer} names {name}, which is missing or incomplete; point it at a complete "
+                        "checkpoint-N directory or start without --resume")
+    return directory
+
+
+def remove_stale(out_dir: Path) -> list[Path]:
+    """Delete temporary directories left by a run killed while saving; returns what was removed."""
+    removed = []
+    for path in Path(out_dir).glob(".checkpoint-*.*-*"):
+        if path.is_dir() and (".tmp-" in path.name or ".old-" in path.name):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def prune(out_dir: Path, keep: int) -> list[Path]:
+    """Keep the `keep` newest checkpoint-N directories and the one `latest` names; delete the rest."""
+    latest = (Path(out_dir) / LATEST).read_text().strip() if (Path(out_dir) / LATEST).is_file() else None
+    checkpoints = sorted((p for p in Path(out_dir).glob("checkpoint-*") if p.is_dir()),
+                         key=lambda p: int(p.name.rsplit("-", 1)[1]) if p.name.rsplit("-", 1)[1].isdigit() else -1)
+    doomed = [p for p in checkpoints[:-keep] if p.name != latest] if keep > 0 else []
+    for path in doomed:
+        shutil.rmtree(path, ignore_errors=True)
+    return doomed
+
+
+def _fsync_file(path: Path) -> None:
+    if path.is_file():
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
