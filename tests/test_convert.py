@@ -107,11 +107,11 @@ def test_a_failing_page_is_retried_alone_then_marked_and_the_rest_survive(loaded
     real = loaded.encode_pages
     calls = []
 
-    def flaky(images):
+    def flaky(images, prompt="ocr"):
         calls.append(len(images))
         if any(image.getpixel((5, 5))[0] == 255 - 20 * 2 for image in images):  # page 3's colour
             raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return real(images)
+        return real(images, prompt)
 
     monkeypatch.setattr(loaded, "encode_pages", flaky)
     report, text = convert(loaded, pdf, None, batch_size=4)

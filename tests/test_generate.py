@@ -80,3 +80,10 @@ def test_sampling_is_reproducible_with_a_seed():
 
     assert sample(3) == sample(3)
     assert sample(3) != sample(4)
+
+
+def test_a_fixed_context_ends_the_page_with_length_instead_of_failing():
+    model = ScriptedModel(list(range(10, 90)))
+    model.max_positions = 8  # prompt of 3 -> at most 5 new tokens
+    (result,) = generate(model, [[1, 2, 3]], None, GenerationConfig(max_new_tokens=50), {0}, 0)
+    assert result.token_ids == [10, 11, 12, 13, 14] and result.finish_reason == "length"

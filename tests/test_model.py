@@ -135,3 +135,14 @@ def test_image_token_checks_raise_prompt_errors():
                 [1, s] + [p] * 16 + [e, s, e]):  # two images
         with pytest.raises(PromptError):
             check_image_tokens(torch.tensor([bad]), config, 16)
+
+
+def test_each_release_preprocesses_the_sam_branch_as_its_own_demo(page_image):
+    from vary_cli.preprocess import linear_imagenet_pixels, sam_pixels
+
+    image = load_image(page_image)
+    toy, base = tiny_config(prompt_style="vary-toy"), tiny_config(prompt_style="vary-base")
+    # Vary-toy's demo: BlipImageEvalProcessor; Vary-base's (Vary repo, run_qwen_vary.py): test_transform.
+    assert torch.equal(preprocess_page(image, toy).sam, sam_pixels(image, toy.sam))
+    assert torch.equal(preprocess_page(image, base).sam, linear_imagenet_pixels(image, base.sam))
+    assert torch.equal(preprocess_page(image, base).clip, preprocess_page(image, toy).clip)

@@ -154,14 +154,11 @@ def test_chat_prompt_is_the_v1_template_as_transformers_4_32_tokenizes_it(tiny):
     assert ids[1:start] == t.encode(V1_SYSTEM + " USER:")
     assert ids[end + 1:] == t.encode("Provide the OCR results of this image. ASSISTANT:")
     assert tiny.prompt_ids("  Read it.  ")[end + 1:] == t.encode("Read it.   ASSISTANT:")
-    assert tiny.image_only is False
 
 
 def test_empty_prompt_is_the_image_only_format(tiny):
     t = tiny.tokenizer
     assert tiny.prompt_ids("") == [2, t.img_start_id] + [t.img_pad_id] * 16 + [t.img_end_id]
-    assert tiny.image_only is True
-    tiny.prompt_ids("ocr")  # leave the module fixture in the default format
 
 
 # ---- preprocessing of the image-only format ----------------------------------------------------------
@@ -190,7 +187,7 @@ def test_linear_resize_equals_opencv_where_installed():
 def test_prefill_logits_equal_transformers_opt(tiny, release, page_image, prompt):
     model, config = tiny.model, tiny.config
     ids = tiny.prompt_ids(prompt)
-    features = tiny.encode_pages([load_image(page_image)])
+    features = tiny.encode_pages([load_image(page_image)], prompt)
     to_pixels = linear_imagenet_pixels if prompt == "" else sam_pixels
     expected_features = reference_features(to_pixels(load_image(page_image), config.sam)[None].to(F64), release, config)
     torch.testing.assert_close(features, expected_features, rtol=1e-6, atol=1e-6)
@@ -201,19 +198,17 @@ def test_prefill_logits_equal_transformers_opt(tiny, release, page_image, prompt
         expected = reference_opt(release, config)(inputs_embeds=embeds).logits
     # transformers 5's eager OPT attention takes its softmax in float32 even for float64 inputs: hence 1e-6.
     torch.testing.assert_close(logits, expected, rtol=1e-6, atol=1e-6)
-    tiny.prompt_ids("ocr")
 
 
 @pytest.mark.parametrize("prompt", ["ocr", ""])
 def test_greedy_tokens_equal_the_reference_in_both_formats(tiny, release, page_image, prompt):
     config = tiny.config
     ids = tiny.prompt_ids(prompt)
-    features = tiny.encode_pages([load_image(page_image)])  # preprocessed for the format just chosen
+    features = tiny.encode_pages([load_image(page_image)], prompt)  # preprocessed for the prompt's format
     (ours,) = generate(tiny.model, [ids], features, GenerationConfig(max_new_tokens=12), tiny.stop_ids, tiny.pad_id)
     expected = reference_greedy(ids, features[0], release, reference_opt(release, config), config, 12, 2)
     assert ours.token_ids == expected
     assert len(set(expected)) > 3, "random weights should not collapse to one token"
-    tiny.prompt_ids("ocr")
 
 
 def test_a_left_padded_batch_gives_what_each_prompt_gives_alone(tiny_opt_checkpoint, page_image):
@@ -226,13 +221,16 @@ def test_a_left_padded_batch_gives_what_each_prompt_gives_alone(tiny_opt_checkpo
     assert [r.token_ids for r in batch] == alone
 
 
-def test_sequences_past_opt_positions_raise_a_prompt_error(tmp_path, page_image):
+def test_generation_stops_at_opt_positions_with_length(tmp_path, page_image):
     loaded = load_directory(make_tiny_checkpoint(tmp_path / "short", tiny_opt_config(max_positions=80)), CPU,
                             torch.float32)
     ids = loaded.prompt_ids("ocr")  # 66 tokens
     features = loaded.encode_pages([load_image(page_image)])
-    with pytest.raises(PromptError, match="80 positions"):
-        generate(loaded.model, [ids], features, GenerationConfig(max_new_tokens=30), {-1}, loaded.pad_id)
+    (result,) = generate(loaded.model, [ids], features, GenerationConfig(max_new_tokens=30), {-1}, loaded.pad_id)
+    assert result.finish_reason == "length" and len(result.token_ids) == 80 - 66
+    with pytest.raises(PromptError, match="80 positions"):  # the model itself refuses what it cannot compute
+        loaded.model(loaded.model.embed(torch.tensor([[5] * 81]), None), torch.arange(81)[None],
+                     attention_bias(torch.zeros(1, dtype=torch.long), 0, 81, 81, torch.float32), [1.0])
 
 
 # ---- loading: layouts, key map, errors ---------------------------------------------------------------

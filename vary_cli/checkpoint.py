@@ -202,9 +202,6 @@ class LoadedModel:
     directory: Path
     device: torch.device
     dtype: torch.dtype
-    # Vary-tiny only: whether the last prompt_ids() chose the image-only format (its pages are then
-    # preprocessed as that format was trained).
-    image_only: bool = False
 
     @property
     def is_tiny(self) -> bool:
@@ -219,7 +216,6 @@ class LoadedModel:
 
         text = resolve_prompt(prompt, self.config.prompt_style)
         if self.is_tiny:
-            self.image_only = text == ""
             return build_tiny_prompt_ids(self.tokenizer, text, self.config.image_token_len)
         return build_prompt_ids(self.tokenizer, text, style=self.config.prompt_style,
                                 image_token_len=self.config.image_token_len)
@@ -234,20 +230,18 @@ class LoadedModel:
     def pad_id(self) -> int:
         return self.tokenizer.pad_id if self.is_tiny else self.tokenizer.endoftext_id
 
-    def encode_pages(self, images: list, prompt: str | None = None) -> torch.Tensor:
+    def encode_pages(self, images: list, prompt: str = "ocr") -> torch.Tensor:
         """Image features (B, N, W) of RGB PIL pages, on the model's device and dtype.
 
-        Vary-tiny preprocesses by prompt format: `prompt` when given, else the format of the last
-        `prompt_ids()` call (the chat format when there was none).
+        `prompt` matters to Vary-tiny only, whose two prompt formats were trained on differently
+        preprocessed pages: "" (image tokens alone) takes the vocabulary stage's preprocessing.
         """
-        from .preprocess import preprocess_page, sam_pixels, linear_imagenet_pixels
+        from .preprocess import linear_imagenet_pixels, preprocess_page, sam_pixels
 
         if self.is_tiny:
-            image_only = self.image_only
-            if prompt is not None:
-                from .prompts import resolve_prompt
+            from .prompts import resolve_prompt
 
-                image_only = resolve_prompt(prompt, self.config.prompt_style) == ""
+            image_only = resolve_prompt(prompt, self.config.prompt_style) == ""
             to_pixels = linear_imagenet_pixels if image_only else sam_pixels
             sam = torch.stack([to_pixels(image, self.config.sam) for image in images])  # (B, 3, 1024, 1024)
             with torch.inference_mode():
@@ -337,6 +331,10 @@ def load_directory(directory: Path, device: torch.device, dtype: torch.dtype,
     directory = Path(directory)
     if not directory.is_dir():
         raise WeightsError(f"{directory}: not a directory")
+    if not (directory / "config.json").exists() and (directory / "latest").is_file():
+        from .export import read_latest
+
+        directory = read_latest(directory) or directory  # a `vary train --out` directory: its latest checkpoint
     config = read_config(directory)
     tokenizer = FAMILIES[type(config)].read_tokenizer(directory)
     check_tokenizer(tokenizer, config, directory)

@@ -13,6 +13,7 @@ from typing import Callable
 import torch
 
 from .config import GenerationConfig
+from .errors import PromptError
 from .model import VaryQwenForCausalLM, attention_bias
 
 TokenCallback = Callable[[int, int], None]  # (row, token id), called as each token is chosen
@@ -83,7 +84,13 @@ def generate(model: VaryQwenForCausalLM, prompts: list[list[int]], image_feature
     ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in prompts], device=device)  # (B, T)
     positions = (torch.arange(width, device=device)[None] - pad[:, None]).clamp(min=0)  # (B, T)
     alphas = model.prompt_alphas(lengths)
-    cache = model.new_cache(len(prompts), width + gen.max_new_tokens)
+    steps = gen.max_new_tokens
+    context = getattr(model, "max_positions", None)  # models with a fixed position table (OPT: 2048)
+    if context is not None:
+        if width >= context:
+            raise PromptError(f"the prompt has {width} tokens; this model reads at most {context}")
+        steps = min(steps, context - width)  # the page ends with finish_reason "length" there
+    cache = model.new_cache(len(prompts), width + steps)
     embeds = model.embed(ids, image_features)  # (B, T, W)
     dtype = embeds.dtype
     logits = model(embeds, positions, attention_bias(pad, 0, width, width, dtype), alphas, cache, last_only=True)
@@ -95,7 +102,7 @@ def generate(model: VaryQwenForCausalLM, prompts: list[list[int]], image_feature
     guards = [RepetitionGuard(gen.repetition_span, gen.repetition_max_period, gen.repetition_min_repeats)
               if gen.repetition_span else None for _ in prompts]
     active = list(range(len(prompts)))  # original row of each batch row
-    for step in range(gen.max_new_tokens):
+    for step in range(steps):
         next_ids = select_next(logits[:, -1].float(), gen, generator).tolist()
         keep = []
         for batch_row, (row, token) in enumerate(zip(active, next_ids)):
@@ -111,7 +118,7 @@ def generate(model: VaryQwenForCausalLM, prompts: list[list[int]], image_feature
                 results[row].finish_reason = "repetition"
                 continue
             keep.append(batch_row)
-        if step == gen.max_new_tokens - 1 or not keep:
+        if step == steps - 1 or not keep:
             break
         if len(keep) < len(active):
             rows = torch.tensor(keep, device=device)

@@ -53,29 +53,30 @@ class DocumentReport:
     results: list[PageResult] = field(default_factory=list)
 
 
-def generate_pages(loaded: LoadedModel, images: list, prompt_ids: list[int], gen: GenerationConfig,
+def generate_pages(loaded: LoadedModel, images: list, prompt: str, gen: GenerationConfig,
                    progress: Progress | None = None) -> list[tuple[list[int], str]]:
     """(token ids, finish reason) for each page image, generated together as one batch."""
-    features = loaded.encode_pages(images)  # (B, N, W)
+    prompt_ids = loaded.prompt_ids(prompt)
+    features = loaded.encode_pages(images, prompt)  # (B, N, W)
     on_token = (lambda _row, _token: progress.token()) if progress else None
     generations = generate(loaded.model, [prompt_ids] * len(images), features, gen, loaded.stop_ids,
                            loaded.pad_id, on_token)
     return [(g.token_ids, g.finish_reason) for g in generations]
 
 
-def _page_results(loaded: LoadedModel, source: str, batch: list[tuple[int | None, object]], prompt_ids: list[int],
+def _page_results(loaded: LoadedModel, source: str, batch: list[tuple[int | None, object]], prompt: str,
                   gen: GenerationConfig, progress: Progress | None) -> list[PageResult]:
     """PageResults of a batch of (page number, image); a failing batch is retried one page at a time."""
     started = time.perf_counter()
     try:
-        outputs = generate_pages(loaded, [image for _, image in batch], prompt_ids, gen, progress)
+        outputs = generate_pages(loaded, [image for _, image in batch], prompt, gen, progress)
         seconds = (time.perf_counter() - started) / len(batch)
         return [_result(loaded, source, number, ids, reason, seconds)
                 for (number, _), (ids, reason) in zip(batch, outputs)]
     except (RuntimeError, VaryError, ValueError) as exc:  # out of memory, bad page data, ...
         if len(batch) > 1:
             _free_device_memory(loaded.device)
-            return [r for item in batch for r in _page_results(loaded, source, [item], prompt_ids, gen, progress)]
+            return [r for item in batch for r in _page_results(loaded, source, [item], prompt, gen, progress)]
         return [PageResult(source=source, page=batch[0][0], text="", finish_reason="error", tokens=0,
                            seconds=round(time.perf_counter() - started, 3), error=_one_line(exc))]
 
@@ -89,10 +90,9 @@ def _result(loaded: LoadedModel, source: str, page: int | None, ids: list[int], 
 def ocr_images(loaded: LoadedModel, images: Iterable[Path], prompt: str, gen: GenerationConfig,
                progress: Progress | None = None) -> Iterator[PageResult]:
     """Read each image file, one at a time, and yield its PageResult (`page` None)."""
-    ids = loaded.prompt_ids(prompt)
     for path in images:
         started = time.perf_counter()
-        ((tokens, reason),) = generate_pages(loaded, [load_image(path)], ids, gen, progress)
+        ((tokens, reason),) = generate_pages(loaded, [load_image(path)], prompt, gen, progress)
         yield _result(loaded, str(path), None, tokens, reason, time.perf_counter() - started)
 
 
@@ -132,14 +132,13 @@ def convert_document(loaded: LoadedModel, source: Path, output: Path | None, *, 
         results = {n: done[key(n)] for n in wanted if key(n) in done}
         report.resumed_pages = len(results)
         progress.document_started(source, len(wanted), len(results))
-        ids = loaded.prompt_ids(prompt)
         todo = [n for n in wanted if key(n) not in done]
         for batch in _batches(document, todo, batch_size):
             broken = [PageResult(source=str(source), page=key(n), text="", finish_reason="error", tokens=0,
                                  seconds=0.0, error=_one_line(image)) for n, image in batch
                       if isinstance(image, Exception)]
             good = [(key(n), image) for n, image in batch if not isinstance(image, Exception)]
-            for result in broken + (_page_results(loaded, str(source), good, ids, gen, progress) if good else []):
+            for result in broken + (_page_results(loaded, str(source), good, prompt, gen, progress) if good else []):
                 if store:
                     store.add(result)
                 results[result.page or 1] = result

@@ -11,6 +11,7 @@ resize of the shortest side, centre crop on uint8, rescale in float64 then cast 
 float32. The SAM branch repeats torchvision's `Resize((S, S), BICUBIC)` + `ToTensor()` + `Normalize`,
 which on a PIL image is PIL's own bicubic resize and float32 arithmetic; torchvision is not needed.
 
+Vary-base's SAM branch uses `test_transform` too (see `preprocess_page`).
 Vary-tiny (vary.md §11) reads only the SAM branch: its chat format uses the same 1024² bicubic squash
 (`sam_pixels`), its image-only (vocabulary-stage) format the original's `test_transform`: albumentations
 `Resize(1024, 1024)` (OpenCV `INTER_LINEAR` on the uint8 array) and ImageNet `Normalize`, repeated by
@@ -139,9 +140,15 @@ def sam_pixels(image: Image.Image, spec: SamVisionSpec) -> torch.Tensor:
 
 
 def preprocess_page(image: Image.Image, config: VaryConfig) -> PagePixels:
-    """Both vision inputs of one page, sized by `config.clip` and `config.sam`."""
+    """Both vision inputs of one page, sized by `config.clip` and `config.sam`.
+
+    The SAM branch follows each release's own demo: Vary-toy's `BlipImageEvalProcessor` (PIL bicubic,
+    CLIP normalization), Vary-base's `test_transform` (OpenCV bilinear, ImageNet normalization; the
+    Vary repo's run_qwen_vary.py, where vary.md §2 says Blip: the code wins).
+    """
     image = load_image_from_pil(image)
-    return PagePixels(clip=clip_pixels(image, config.clip), sam=sam_pixels(image, config.sam))
+    sam_transform = linear_imagenet_pixels if config.prompt_style == "vary-base" else sam_pixels
+    return PagePixels(clip=clip_pixels(image, config.clip), sam=sam_transform(image, config.sam))
 
 
 def linear_imagenet_pixels(image: Image.Image, spec: SamVisionSpec) -> torch.Tensor:
