@@ -65,6 +65,8 @@ def main() -> None:
     parser.add_argument("--pages", type=int, default=0, help="pages per batch-size run (0: one batch)")
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--shards", type=int, default=4)
+    parser.add_argument("--vision-batch", type=int, nargs="+", default=[0],
+                        help="pages per vision-tower pass (0: the library's default); several values compare")
     parser.add_argument("--checkpoint", type=Path, help="benchmark this directory (default: write a random one)")
     args = parser.parse_args()
     if args.checkpoint is None:
@@ -101,7 +103,7 @@ def main() -> None:
     ids = loaded.prompt_ids("markdown")
     gen = GenerationConfig(max_new_tokens=args.new_tokens, repetition_span=0)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    for batch in args.batch:
+    for batch, vision_batch in [(b, v) for b in args.batch for v in args.vision_batch]:
         pages = args.pages or batch
         loaded.encode_pages([page] * min(batch, 2))  # warm-up
         sync()
@@ -111,7 +113,7 @@ def main() -> None:
         while done < pages:
             n = min(batch, pages - done)
             started = time.perf_counter()
-            features = loaded.encode_pages([page] * n)
+            features = loaded.encode_pages([page] * n, vision_batch=vision_batch or None)
             sync()
             encode += time.perf_counter() - started
             started = time.perf_counter()
@@ -127,7 +129,8 @@ def main() -> None:
         decode = max(total - prefill, 1e-9)
         print(json.dumps({
             "stage": "pages", "arch": args.arch, "llm_layers": config.lm.num_layers, "device": str(device),
-            "dtype": str(dtype).removeprefix("torch."), "batch": batch, "pages": pages,
+            "dtype": str(dtype).removeprefix("torch."), "batch": batch, "vision_batch": vision_batch or "default",
+            "pages": pages,
             "prompt_tokens": len(ids), "vision_encode_s_per_page": round(encode / pages, 3),
             "prefill_tokens_per_s": round(pages * len(ids) / prefill, 1),
             "decode_tokens_per_s": round((tokens - pages) / decode, 2),

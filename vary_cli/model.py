@@ -69,7 +69,7 @@ def qwen1_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, v
                     attention_mask: torch.Tensor | None, scaling: float, dropout: float = 0.0,
                     vary_cache: KVCache | None = None, vary_logn: torch.Tensor | None = None,
                     **_: object) -> tuple[torch.Tensor, torch.Tensor]:
-    """Qwen-1's attention, in the original's order of operations so fp32 results match bit for bit.
+    """Qwen-1's attention in the original's order of operations (fp32 logits agree to ~1e-6, tokens exactly).
 
     query, key, value: (B, H, T, D), rotary already applied by Qwen2Attention.
     """
@@ -206,12 +206,7 @@ class VaryQwenForCausalLM(nn.Module):
 
     def embed(self, input_ids: torch.Tensor, image_features: torch.Tensor | None) -> torch.Tensor:
         """Token embeddings (B, T, W) with each row's `<imgpad>` run replaced by its image features."""
-        embeds = self.embed_tokens(input_ids)  # (B, T, W)
-        if image_features is None:
-            return embeds
-        check_image_tokens(input_ids, self.config, image_features.shape[1])
-        is_patch = (input_ids == self.config.im_patch_token)[..., None]  # (B, T, 1)
-        return embeds.masked_scatter(is_patch, image_features.to(embeds.dtype))
+        return merge_image_features(self.embed_tokens(input_ids), input_ids, image_features, self.config)
 
     def forward(self, inputs_embeds: torch.Tensor, positions: torch.Tensor, attention_bias: torch.Tensor,
                 alphas: list[float], cache: KVCache | None = None, last_only: bool = False) -> torch.Tensor:
@@ -245,6 +240,19 @@ class VaryQwenForCausalLM(nn.Module):
         if not lm.use_dynamic_ntk:
             return [1.0] * len(prompt_lengths)
         return [float(ntk_alpha(n, lm.seq_length)) for n in prompt_lengths]
+
+
+def merge_image_features(embeds: torch.Tensor, input_ids: torch.Tensor, image_features: torch.Tensor | None,
+                         config) -> torch.Tensor:
+    """Token embeddings (B, T, W) with each row's `<imgpad>` run replaced by its image features (B, N, W).
+
+    `<img>` and `</img>` keep their own embeddings, as in the original; every Vary family merges this way.
+    """
+    if image_features is None:
+        return embeds
+    check_image_tokens(input_ids, config, image_features.shape[1])
+    is_patch = (input_ids == config.im_patch_token)[..., None]  # (B, T, 1)
+    return embeds.masked_scatter(is_patch, image_features.to(embeds.dtype))
 
 
 def check_image_tokens(input_ids: torch.Tensor, config: VaryConfig, n_features: int) -> None:

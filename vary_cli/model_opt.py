@@ -6,7 +6,7 @@ How Vary-tiny differs from its parents, and so what this file writes itself:
   family uses: SAM ViT-B + neck + net_2/net_3, 1024x1024 px -> 256 tokens of width 1024); no CLIP.
 - One projector, `mm_projector`: Linear(1024, OPT's embedding width). Its 256 features replace the
   `<imgpad>` embeddings between `<img>` and `</img>` on the prefill step, by the same rule and the same
-  checks as the Qwen family (`check_image_tokens`).
+  checks as the Qwen family (`merge_image_features`).
 - The decoder is transformers' OPT (`OPTDecoderLayer`, `OPTLearnedPositionalEmbedding` with its offset
   of 2, the final LayerNorm), driven here with each row's own positions and an explicit additive mask so
   that a left-padded batch computes what batch size 1 computes. `opt_attention`, registered as a
@@ -29,7 +29,7 @@ from transformers.models.opt.modeling_opt import OPTDecoderLayer, OPTLearnedPosi
 
 from .config import OPTLMConfig, VaryTinyConfig
 from .errors import PromptError
-from .model import KVCache, VisionVocabulary, check_image_tokens
+from .model import KVCache, VisionVocabulary, merge_image_features
 
 ATTN_IMPLEMENTATION = "vary_opt"
 
@@ -126,12 +126,7 @@ class VaryOPTForCausalLM(nn.Module):
 
     def embed(self, input_ids: torch.Tensor, image_features: torch.Tensor | None) -> torch.Tensor:
         """Token embeddings (B, T, W) with each row's `<imgpad>` run replaced by its image features."""
-        embeds = self.decoder.embed_tokens(input_ids)  # (B, T, W)
-        if image_features is None:
-            return embeds
-        check_image_tokens(input_ids, self.config, image_features.shape[1])
-        is_patch = (input_ids == self.config.im_patch_token)[..., None]  # (B, T, 1)
-        return embeds.masked_scatter(is_patch, image_features.to(embeds.dtype))
+        return merge_image_features(self.decoder.embed_tokens(input_ids), input_ids, image_features, self.config)
 
     def forward(self, inputs_embeds: torch.Tensor, positions: torch.Tensor, attention_bias: torch.Tensor,
                 alphas: list[float], cache: KVCache | None = None, last_only: bool = False) -> torch.Tensor:

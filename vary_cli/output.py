@@ -66,7 +66,7 @@ def atomic_write_text(path: Path | str, text: str, encoding: str = "utf-8") -> N
             raise OutputError(f"{path}: cannot write the output ({exc.strerror or exc}); check that the "
                               "directory is writable and the disk has space") from None
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def output_path_for(input_path: Path, inputs_root: Path, out_dir: Path | None, fmt: str,
@@ -221,7 +221,7 @@ class PageStore:
         """Delete the sidecar; call after the final output has been written with `atomic_write_text`."""
         self.close()
         self.path.unlink(missing_ok=True)
-        _fsync_dir(self.path.parent)
+        fsync_dir(self.path.parent)
 
     def __enter__(self) -> PageStore:
         return self
@@ -246,7 +246,8 @@ def _to_result(record: Any) -> PageResult | None:
         return None
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
+    """Make a rename or unlink in `directory` durable (a no-op where directories cannot be opened)."""
     # Makes the rename/unlink itself durable. Not possible on Windows (directories cannot be opened).
     if os.name != "posix":
         return
