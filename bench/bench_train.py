@@ -32,7 +32,8 @@ def one_mode(args: argparse.Namespace) -> dict:
     from vary_cli.config import preset
     from vary_cli.data import IGNORE_INDEX
     from vary_cli.model import VaryQwenForCausalLM
-    from vary_cli.train import batch_loss, enable_gradient_checkpointing, parameter_groups, set_trainable
+    from vary_cli.train import enable_gradient_checkpointing, parameter_groups
+    from vary_cli.train_qwen import batch_loss, set_trainable
 
     torch.manual_seed(0)
     device = torch.device(args.device)
@@ -51,7 +52,7 @@ def one_mode(args: argparse.Namespace) -> dict:
     set_trainable(model, freeze_lm=False)
     model.qwen2_config._attn_implementation = "sdpa"
     if args.checkpointing:
-        enable_gradient_checkpointing(model)
+        enable_gradient_checkpointing(model.layers)
     optimizer = torch.optim.AdamW(parameter_groups(model, 0.0), lr=1e-5)
 
     # <|im_start|>system... is irrelevant to speed: <img> 256 x <imgpad> </img>, then random answer tokens.
@@ -104,7 +105,7 @@ def full_size_state_gib() -> float:
 
     from vary_cli.config import preset
     from vary_cli.model import VaryQwenForCausalLM
-    from vary_cli.train import set_trainable
+    from vary_cli.train_qwen import set_trainable
 
     with torch.device("meta"):
         model = VaryQwenForCausalLM(preset("vary-toy"))

@@ -19,7 +19,8 @@ from vary_cli.data import IGNORE_INDEX, TrainDataset, collate, read_samples
 from vary_cli.errors import VaryError
 from vary_cli.export import LATEST, to_release_state_dict
 from vary_cli.model import attention_bias
-from vary_cli.train import batch_loss, cosine_with_warmup, parameter_groups, run, set_trainable
+from vary_cli.train import cosine_with_warmup, parameter_groups, run
+from vary_cli.train_qwen import batch_loss, set_trainable
 
 TESTS = Path(__file__).parent
 

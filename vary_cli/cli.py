@@ -111,10 +111,11 @@ def ocr(
 from .cli_convert import convert  # noqa: E402  (it imports the options above)
 
 from .cli_models import models_app  # noqa: E402
-from .cli_train import train  # noqa: E402
+from .cli_train import graft_vocabulary, train  # noqa: E402
 
 app.command()(convert)
 app.command()(train)
+app.command("graft-vocabulary")(graft_vocabulary)
 app.add_typer(models_app, name="models", help="List, download, verify and remove model weights.")
 
 

@@ -1,4 +1,5 @@
-"""`vary train`: the Typer command; cli.py mounts it with `app.command()(train)`.
+"""`vary train` and `vary graft-vocabulary`: the Typer commands; cli.py mounts them with
+`app.command()(train)` and `app.command("graft-vocabulary")(graft_vocabulary)`.
 
 Flags map one-to-one onto `TrainConfig` fields (train_config.py). The command validates them, calls
 `train.run` and draws a rich progress bar (loss, lr, samples/s, ETA) from its callbacks. Under torchrun
@@ -26,21 +27,38 @@ def train(
     pretrain: Annotated[Optional[list[Path]], typer.Option(
         "--pretrain", show_default=False,
         help="Pretraining (stage 2, lr 5e-5) on this data, same format; repeat for several files.")] = None,
-    model: Annotated[str, typer.Option("--model", "-m", help="Start checkpoint: a model name or a directory.")] = "vary-toy",
+    vocabulary: Annotated[Optional[list[Path]], typer.Option(
+        "--vocabulary", show_default=False,
+        help="Vocabulary generation (stage 1, lr 5e-5) of Vary-tiny (--model vary-tiny or a Vary-tiny "
+             "directory) on image + text pairs, same format; everything trains.")] = None,
+    model: Annotated[Optional[str], typer.Option(
+        "--model", "-m", show_default=False,
+        help="Start checkpoint: a model name or a directory [default: vary-toy; vary-tiny for --vocabulary].")] = None,
     out: Annotated[Path, typer.Option(help="Output directory for checkpoint-N/, latest and metrics.jsonl.")] = Path("vary-train"),
     eval_data: Annotated[Optional[list[Path]], typer.Option(
         "--eval", show_default=False, help="Held-out data; its loss is reported at --eval-every steps.")] = None,
     lr: Annotated[Optional[float], typer.Option(help="Peak learning rate [default: the stage's].")] = None,
     epochs: Annotated[int, typer.Option(help="Passes over the data, unless --max-steps.")] = 1,
     max_steps: Annotated[Optional[int], typer.Option(help="Optimizer steps in all (overrides --epochs).")] = None,
-    batch_size: Annotated[int, typer.Option(help="Samples per device per micro-step.")] = 4,
+    batch_size: Annotated[Optional[int], typer.Option(
+        help="Samples per device per micro-step [default: 4; 16 for --vocabulary].", show_default=False)] = None,
     grad_accum: Annotated[int, typer.Option(help="Micro-steps per optimizer step.")] = 1,
-    max_length: Annotated[int, typer.Option(help="Longest token sequence; longer samples are cut at the end.")] = 4096,
+    max_length: Annotated[Optional[int], typer.Option(
+        help="Longest token sequence; longer samples are cut at the end [default: 4096; 512 for --vocabulary].",
+        show_default=False)] = None,
     weight_decay: Annotated[float, typer.Option(help="AdamW weight decay (not on biases and LayerNorms).")] = 0.0,
-    warmup_ratio: Annotated[float, typer.Option(help="Fraction of steps of linear warm-up before the cosine decay.")] = 0.03,
+    warmup_ratio: Annotated[Optional[float], typer.Option(
+        help="Fraction of steps of linear warm-up before the cosine decay [default: 0.03; 0 for --vocabulary].",
+        show_default=False)] = None,
     max_grad_norm: Annotated[float, typer.Option(help="Gradient clipping norm (0: off).")] = 1.0,
-    gradient_checkpointing: Annotated[bool, typer.Option(
-        help="Recompute decoder layers in the backward pass to save memory.")] = True,
+    gradient_checkpointing: Annotated[Optional[bool], typer.Option(
+        help="Recompute decoder layers in the backward pass to save memory [default: on; off for --vocabulary].",
+        show_default=False)] = None,
+    dropout: Annotated[Optional[float], typer.Option(
+        help="OPT's residual dropout in --vocabulary training [default: 0.1, OPT-125M's].", show_default=False)] = None,
+    vocabulary_init: Annotated[str, typer.Option(
+        help="--vocabulary: where the SAM vocabulary starts: 'checkpoint' (the --model's), 'scratch', or a "
+             "SAM ViT-B file (sam_vit_b_01ec64.pth) for the encoder, with new convs and projector.")] = "checkpoint",
     freeze_lm: Annotated[bool, typer.Option(
         "--freeze-lm", help="Train only the projectors and input embeddings (the original's freeze_lm_model).")] = False,
     save_every: Annotated[int, typer.Option(help="Checkpoint every this many steps, and at the end.")] = 5000,
@@ -55,24 +73,31 @@ def train(
     workers: Annotated[int, typer.Option(help="Data-loading worker processes.")] = 2,
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks instead of one-line errors.")] = False,
 ) -> None:
-    """Fine-tune Vary-toy or Vary-base: --pretrain DATA (stage 2) or --sft DATA (stage 3).
+    """Train a Vary model: --vocabulary DATA (stage 1, Vary-tiny), --pretrain DATA (stage 2) or --sft DATA
+    (stage 3) of Vary-toy / Vary-base.
 
     Same command under `torchrun --nproc-per-node N` for several processes (DDP; --fsdp to shard).
-    Checkpoints go to OUT/checkpoint-N in the release layout: `vary ocr --model OUT/checkpoint-N`.
+    Checkpoints go to OUT/checkpoint-N in the release layout: `vary ocr --model OUT/checkpoint-N`
+    (`--prompt ""` for a vocabulary-stage Vary-tiny); `vary graft-vocabulary` moves a trained vocabulary
+    into Vary-toy / Vary-base.
     """
     try:
-        if bool(sft) == bool(pretrain):
-            raise typer.BadParameter("give exactly one of --sft DATA or --pretrain DATA")
+        stages = {name: data for name, data in (("sft", sft), ("pretrain", pretrain), ("vocabulary", vocabulary))
+                  if data}
+        if len(stages) != 1:
+            raise typer.BadParameter("give exactly one of --vocabulary DATA, --pretrain DATA or --sft DATA")
+        (stage, data), = stages.items()
         from .train_config import TrainConfig
 
         cfg = TrainConfig(
-            stage="sft" if sft else "pretrain", data=tuple(sft or pretrain or ()), out=out, model=model,
+            stage=stage, data=tuple(data), out=out,
+            model=model or ("vary-tiny" if stage == "vocabulary" else "vary-toy"),
             eval_data=tuple(eval_data or ()), lr=lr, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
             grad_accum=grad_accum, max_length=max_length, weight_decay=weight_decay, warmup_ratio=warmup_ratio,
-            max_grad_norm=max_grad_norm, gradient_checkpointing=gradient_checkpointing, freeze_lm=freeze_lm,
+            max_grad_norm=max_grad_norm, gradient_checkpointing=gradient_checkpointing, dropout=dropout,
+            vocabulary_init=vocabulary_init, freeze_lm=freeze_lm,
             save_every=save_every, keep=keep, eval_every=eval_every, log_every=log_every, seed=seed,
             resume=resume, device=device, dtype=dtype, fsdp=fsdp, workers=workers)
-        from . import device as _device  # noqa: F401  (before torch: sets the MPS fallback)
         from .train import run
 
         with RichProgress() as progress:
@@ -89,6 +114,37 @@ def train(
     except KeyboardInterrupt:
         stderr.print("interrupted; continue with --resume")
         raise typer.Exit(code=130) from None
+
+
+def graft_vocabulary(
+    vocabulary: Annotated[str, typer.Option(
+        "--vocabulary", show_default=False,
+        help="A Vary-tiny checkpoint (a directory, a `vary train --vocabulary` --out, or a model name) whose "
+             "SAM vocabulary (encoder, neck, net_2, net_3) is taken.")],
+    into: Annotated[str, typer.Option(
+        "--into", show_default=False, help="The Vary-toy / Vary-base checkpoint (directory or model name) to put it in.")],
+    out: Annotated[Path, typer.Option(
+        "--out", show_default=False, help="The new checkpoint directory (must not exist).")],
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks instead of one-line errors.")] = False,
+) -> None:
+    """Put a vocabulary-stage vision vocabulary into a Vary-toy / Vary-base checkpoint.
+
+    Writes OUT: INTO's files and tensors, with `transformer.vision_tower_high.*` replaced by the Vary-tiny
+    checkpoint's SAM encoder and convs (its projector and OPT are not used). Then train the projectors and
+    the LLM with `vary train --pretrain DATA --model OUT`.
+    """
+    try:
+        from .graft import graft_vocabulary as graft
+
+        result = graft(vocabulary, into, out)
+        stderr.print(f"wrote {result.directory}: {result.grafted} vision-vocabulary tensors grafted, "
+                     f"{result.kept} kept")
+    except VaryError as error:
+        if debug:
+            raise
+        message = " ".join(str(error).split())
+        stderr.print(f"[red]error:[/red] {message}", markup=True, soft_wrap=True)
+        raise typer.Exit(code=error.exit_code) from None
 
 
 class RichProgress:

@@ -15,7 +15,9 @@ and line (the original silently trained on sample 0 instead of a broken image).
 `encode_conversation` renders a conversation with the inference template (prompts.py) as token ids and
 builds the labels from the token spans directly: IGNORE_INDEX on the system turn, every user turn and
 each `<|im_start|>assistant\\n` header; each answer and its closing `<|im_end|>` are learned
-(training.md §3). `TrainDataset` + `collate` give right-padded batches. Used by `train.py`.
+(training.md §3). `encode_vocabulary_sample` is Vary-tiny's vocabulary-stage sequence
+(vary/data/caption_opt.py): the image tokens alone, then the answer. `TrainDataset` + `collate` give
+right-padded batches for either family. Used by `train.py`.
 """
 
 from __future__ import annotations
@@ -28,10 +30,11 @@ from pathlib import Path
 
 import torch
 
-from .config import VaryConfig
+from .config import ModelConfig, VaryTinyConfig
 from .errors import InputError
 from .prompts import PRESETS, SYSTEM
 from .tokenizer import QwenTokenizer
+from .tokenizer_gpt2 import OPTTokenizer
 
 IGNORE_INDEX = -100
 IMAGE_PLACEHOLDER = "<image>"
@@ -224,6 +227,50 @@ def encode_conversation(tokenizer: QwenTokenizer, turns: tuple[tuple[str, str], 
     return Encoded(ids[:max_length], labels[:max_length], truncated)
 
 
+def encode_vocabulary_sample(tokenizer: OPTTokenizer, turns: tuple[tuple[str, str], ...], image_token_len: int,
+                             max_length: int) -> Encoded:
+    """Vary-tiny's vocabulary-stage ids and labels, as vary/data/caption_opt.py builds them.
+
+    The first human turn becomes the image alone (its text is dropped), every turn gets "\\n" appended, the
+    turns are joined and `</s>` closes them: `<img>{<imgpad> x N}</img>\\n{answer}\\n</s>`, tokenized by
+    OPT's slow GPT-2 tokenizer, which prepends `</s>` and, in the transformers the original pins (4.32),
+    strips the whitespace beside the added image tokens: the "\\n" after `</img>` (and any leading
+    whitespace of the answer) never becomes a token, while the "\\n" before `</s>` (an AddedToken that
+    strips nothing) does. If truncation cuts the end, the last token is forced to `</s>`.
+
+    Labels copy the ids, then the original's `_mask_targets` runs on per-turn lengths taken by tokenizing
+    each turn alone (so each length counts a `</s>` of its own): IGNORE_INDEX on `[0, 1)` and, for each
+    human turn, on `[start, length)`, with the turn's *length* as the end index. For the stage's
+    image + text pairs this masks exactly `</s>` and the image tokens, and the answer, its "\\n" and the
+    closing `</s>` are learned. In longer conversations the original's end index falls before the start,
+    so later human turns are learned too; that is what it trained on, and it is reproduced here.
+    """
+    t = tokenizer
+    image = [t.img_start_id] + [t.img_pad_id] * image_token_len + [t.img_end_id]
+    rest = "".join(value + "\n" for _, value in turns[1:])
+    ids = [t.bos_id] + image + t.encode(rest.lstrip()) + [t.eos_id]
+    truncated = len(ids) > max_length
+    ids = ids[:max_length]
+    if ids[-1] != t.eos_id:
+        ids[-1] = t.eos_id
+    # Per-turn lengths as the original measures them: an empty header, the image turn, then each turn alone.
+    lengths = [1, 1 + len(image)] + [1 + len(t.encode(value + "\n")) for _, value in turns[1:]]
+    lengths = [min(n, max_length) for n in lengths]
+    labels = list(ids)
+    start = lengths[0]
+    labels[:start] = [IGNORE_INDEX] * start
+    for (role, _), length in zip(turns, lengths[1:]):
+        if role == HUMAN:
+            labels[start:length] = [IGNORE_INDEX] * len(labels[start:length])  # the original's end index
+        start += length
+    return Encoded(ids, labels, truncated)
+
+
+def encoder_for(config: ModelConfig):
+    """The sequence builder of a model family: the chat template (Qwen) or the vocabulary stage (OPT)."""
+    return encode_vocabulary_sample if isinstance(config, VaryTinyConfig) else encode_conversation
+
+
 def file_fingerprint(paths: list[Path]) -> str:
     """sha256 over the data files' contents, so --resume can tell that the data changed."""
     digest = hashlib.sha256()
@@ -232,16 +279,22 @@ def file_fingerprint(paths: list[Path]) -> str:
     return digest.hexdigest()[:16]
 
 
-def encode_all(samples: list[Sample], tokenizer: QwenTokenizer, config: VaryConfig,
+def encode_all(samples: list[Sample], tokenizer: QwenTokenizer | OPTTokenizer, config: ModelConfig,
                max_length: int) -> DataReport:
     """Encode every sample once to check it fits; the report counts truncated and answer-less samples.
 
     Raises:
-        InputError: a sample's image tokens do not fit in `max_length` (the merge would fail).
+        InputError: a sample's image tokens do not fit in `max_length` (the merge would fail), or a
+            vocabulary-stage sample has no image.
     """
     report = DataReport(samples=len(samples))
+    encode = encoder_for(config)
     for sample in samples:
-        encoded = encode_conversation(tokenizer, sample.turns, config.image_token_len, max_length)
+        if isinstance(config, VaryTinyConfig) and sample.image is None:
+            # The original would feed an all-zero page behind the image tokens; a mistake in the data, here.
+            raise InputError(f"{sample.where}: the vocabulary stage trains on image + text pairs; this sample "
+                             "has no 'image'")
+        encoded = encode(tokenizer, sample.turns, config.image_token_len, max_length)
         if sample.image is not None:
             report.with_image += 1
             if config.im_end_token not in encoded.input_ids:
@@ -284,9 +337,11 @@ def check_images(samples: list[Sample], workers: int = 8) -> None:
 
 
 class TrainDataset(torch.utils.data.Dataset):
-    """Samples -> dicts of input_ids, labels and both towers' pixels (zeros for a sample without image)."""
+    """Samples -> dicts of input_ids, labels and the pixels of the model's towers: `clip` and `sam` for
+    Vary-toy/base (zeros for a sample without image), `sam` alone for Vary-tiny."""
 
-    def __init__(self, samples: list[Sample], tokenizer: QwenTokenizer, config: VaryConfig, max_length: int):
+    def __init__(self, samples: list[Sample], tokenizer: QwenTokenizer | OPTTokenizer, config: ModelConfig,
+                 max_length: int):
         self.samples = samples
         self.tokenizer = tokenizer
         self.config = config
@@ -296,10 +351,19 @@ class TrainDataset(torch.utils.data.Dataset):
         return len(self.samples)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        from .preprocess import load_image, preprocess_page
+        from .preprocess import linear_imagenet_pixels, load_image, preprocess_page
 
         sample = self.samples[index]
-        encoded = encode_conversation(self.tokenizer, sample.turns, self.config.image_token_len, self.max_length)
+        encoded = encoder_for(self.config)(self.tokenizer, sample.turns, self.config.image_token_len,
+                                           self.max_length)
+        ids = {"input_ids": torch.tensor(encoded.input_ids), "labels": torch.tensor(encoded.labels)}
+        if isinstance(self.config, VaryTinyConfig):
+            # train_transform's deterministic part (its Resize + Normalize are test_transform); the
+            # random augmentations it applies to a few percent of pages are left out (see train_vocabulary).
+            try:
+                return {**ids, "sam": linear_imagenet_pixels(load_image(sample.image), self.config.sam)}
+            except InputError as exc:
+                raise InputError(f"{sample.where}: {exc}") from None
         clip_size, sam_size = self.config.clip.image_size, self.config.sam.image_size
         if sample.image is None:
             # As the original: all-zero images, whose features the model adds times zero.
@@ -311,15 +375,14 @@ class TrainDataset(torch.utils.data.Dataset):
             except InputError as exc:
                 raise InputError(f"{sample.where}: {exc}") from None
             clip, sam = pixels.clip, pixels.sam
-        return {"input_ids": torch.tensor(encoded.input_ids), "labels": torch.tensor(encoded.labels),
-                "clip": clip, "sam": sam}
+        return {**ids, "clip": clip, "sam": sam}
 
 
 def collate(items: list[dict[str, torch.Tensor]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad a list of samples into a batch: ids with `pad_id` (<|endoftext|>), labels with IGNORE_INDEX."""
+    """Right-pad a list of samples into a batch: ids with `pad_id` (<|endoftext|>, or OPT's <pad>), labels
+    with IGNORE_INDEX; the pixels are stacked ((B, 3, 224, 224) `clip`, (B, 3, 1024, 1024) `sam`)."""
     pad = torch.nn.utils.rnn.pad_sequence
     input_ids = pad([item["input_ids"] for item in items], batch_first=True, padding_value=pad_id)  # (B, T)
     labels = pad([item["labels"] for item in items], batch_first=True, padding_value=IGNORE_INDEX)  # (B, T)
-    return {"input_ids": input_ids, "labels": labels,
-            "clip": torch.stack([item["clip"] for item in items]),  # (B, 3, 224, 224)
-            "sam": torch.stack([item["sam"] for item in items])}  # (B, 3, 1024, 1024)
+    pixels = {key: torch.stack([item[key] for item in items]) for key in ("clip", "sam") if key in items[0]}
+    return {"input_ids": input_ids, "labels": labels, **pixels}

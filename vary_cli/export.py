@@ -1,8 +1,9 @@
 """Write our model as a release directory, atomically: original key names, safetensors shards, config.json.
 
 `vary train` saves every checkpoint with `save_release`, so `vary ocr --model OUT/checkpoint-N` loads
-it through the normal loader (checkpoint.py). The key table below is the inverse of checkpoint.py's
-`ORIGINAL_TO_OURS`; `fuse_qkv` puts Qwen-1's fused `c_attn` back together. A directory is written as
+it through the normal loader (checkpoint.py). The key tables below are the inverse of checkpoint.py's
+`ORIGINAL_TO_OURS`, one per family (the SAM vision vocabulary's rules are shared; only its prefix
+differs); `fuse_qkv` puts Qwen-1's fused `c_attn` back together. A directory is written as
 `.NAME.tmp-XXXX` beside its final place and renamed into place only when every file is on disk; the
 `latest` pointer file is then replaced atomically, so a run killed mid-save leaves the previous
 checkpoint and pointer intact and, at worst, a stale temporary directory that the next run removes.
@@ -15,28 +16,34 @@ import os
 import re
 import secrets
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
-from .config import VaryConfig
+from .config import ModelConfig, VaryConfig, VaryTinyConfig
 from .errors import VaryError
+from .output import fsync_dir
 
 # fmt: off
-# Ours -> original (release) key. "{qkv}" keys are fused by `fuse_qkv` (q, k, v stacked along dim 0).
+# Ours -> original names of the SAM vision vocabulary; "{sam}" is the family's prefix for it.
+SAM_OURS_TO_ORIGINAL: list[tuple[str, str]] = [
+    (r"^vision_tower_high\.patch_embed\.projection\.(weight|bias)$", r"{sam}.patch_embed.proj.\1"),
+    (r"^vision_tower_high\.pos_embed$",                             r"{sam}.pos_embed"),
+    (r"^vision_tower_high\.layers\.(\d+)\.layer_norm1\.(.+)$",      r"{sam}.blocks.\1.norm1.\2"),
+    (r"^vision_tower_high\.layers\.(\d+)\.layer_norm2\.(.+)$",      r"{sam}.blocks.\1.norm2.\2"),
+    (r"^vision_tower_high\.layers\.(\d+)\.(attn|mlp)\.(.+)$",       r"{sam}.blocks.\1.\2.\3"),
+    (r"^vision_tower_high\.neck\.conv1\.weight$",                   r"{sam}.neck.0.weight"),
+    (r"^vision_tower_high\.neck\.layer_norm1\.(.+)$",               r"{sam}.neck.1.\1"),
+    (r"^vision_tower_high\.neck\.conv2\.weight$",                   r"{sam}.neck.2.weight"),
+    (r"^vision_tower_high\.neck\.layer_norm2\.(.+)$",               r"{sam}.neck.3.\1"),
+    (r"^vision_tower_high\.(net_2|net_3)\.weight$",                 r"{sam}.\1.weight"),
+]
+# Vary-toy / Vary-base. "{qkv}" keys are fused by `fuse_qkv` (q, k, v stacked along dim 0).
 OURS_TO_ORIGINAL: list[tuple[str, str]] = [
     (r"^vision_tower\.(.+)$",                                       r"transformer.vision_tower.vision_model.\1"),
-    (r"^vision_tower_high\.patch_embed\.projection\.(weight|bias)$", r"transformer.vision_tower_high.patch_embed.proj.\1"),
-    (r"^vision_tower_high\.pos_embed$",                             r"transformer.vision_tower_high.pos_embed"),
-    (r"^vision_tower_high\.layers\.(\d+)\.layer_norm1\.(.+)$",      r"transformer.vision_tower_high.blocks.\1.norm1.\2"),
-    (r"^vision_tower_high\.layers\.(\d+)\.layer_norm2\.(.+)$",      r"transformer.vision_tower_high.blocks.\1.norm2.\2"),
-    (r"^vision_tower_high\.layers\.(\d+)\.(attn|mlp)\.(.+)$",       r"transformer.vision_tower_high.blocks.\1.\2.\3"),
-    (r"^vision_tower_high\.neck\.conv1\.weight$",                   r"transformer.vision_tower_high.neck.0.weight"),
-    (r"^vision_tower_high\.neck\.layer_norm1\.(.+)$",               r"transformer.vision_tower_high.neck.1.\1"),
-    (r"^vision_tower_high\.neck\.conv2\.weight$",                   r"transformer.vision_tower_high.neck.2.weight"),
-    (r"^vision_tower_high\.neck\.layer_norm2\.(.+)$",               r"transformer.vision_tower_high.neck.3.\1"),
-    (r"^vision_tower_high\.(net_2|net_3)\.weight$",                 r"transformer.vision_tower_high.\1.weight"),
+    *[(pattern, target.format(sam="transformer.vision_tower_high")) for pattern, target in SAM_OURS_TO_ORIGINAL],
     (r"^(mm_projector|mm_projector_vary)\.(weight|bias)$",          r"transformer.\1.\2"),
     (r"^embed_tokens\.weight$",                                     r"transformer.wte.weight"),
     (r"^layers\.(\d+)\.input_layernorm\.weight$",                   r"transformer.h.\1.ln_1.weight"),
@@ -49,8 +56,16 @@ OURS_TO_ORIGINAL: list[tuple[str, str]] = [
     (r"^norm\.weight$",                                             r"transformer.ln_f.weight"),
     (r"^lm_head\.weight$",                                          r"lm_head.weight"),
 ]
+# Vary-tiny, as Ucas-HaoranWei/Vary's vary_opt.py names it (the Vary-tiny release's layout).
+TINY_OURS_TO_ORIGINAL: list[tuple[str, str]] = [
+    *[(pattern, target.format(sam="model.vision_tower_2")) for pattern, target in SAM_OURS_TO_ORIGINAL],
+    (r"^mm_projector\.(weight|bias)$",                              r"model.mm_projector.\1"),
+    (r"^decoder\.(.+)$",                                            r"model.decoder.\1"),
+    (r"^lm_head\.weight$",                                          r"lm_head.weight"),
+]
 # fmt: on
-_COMPILED = [(re.compile(pattern), target) for pattern, target in OURS_TO_ORIGINAL]
+_COMPILED = {id(table): [(re.compile(pattern), target) for pattern, target in table]
+             for table in (OURS_TO_ORIGINAL, TINY_OURS_TO_ORIGINAL)}
 
 LATEST = "latest"
 TOKENIZER_FILE = "qwen.tiktoken"
@@ -58,17 +73,41 @@ TRAINING_STATE = "training_state.pt"
 SHARD_BYTES = 2 * 1024**3
 
 
+@dataclass(frozen=True)
+class ReleaseFormat:
+    """How a family's release directory looks beyond its weights: key table and small JSON files."""
+
+    table: list[tuple[str, str]]
+    config_extra: dict[str, Any]
+    json_files: Callable[[Any], dict[str, dict[str, Any]]]
+
+
+RELEASE_FORMATS: dict[type, ReleaseFormat] = {
+    VaryConfig: ReleaseFormat(
+        OURS_TO_ORIGINAL, {"torch_dtype": "float32", "use_cache": True, "freeze_vision_tower": True},
+        lambda config: {
+            "generation_config.json": {"chat_format": "chatml", "eos_token_id": 151643, "max_new_tokens": 2048},
+            "tokenizer_config.json": {"model_max_length": config.lm.seq_length, "tokenizer_file": TOKENIZER_FILE}}),
+    # Vary-tiny's tokenizer files (tokenizer_config.json included) are copied from the start checkpoint.
+    VaryTinyConfig: ReleaseFormat(
+        TINY_OURS_TO_ORIGINAL, {"torch_dtype": "float32", "use_cache": True, "freeze_vision_tower": False},
+        lambda config: {"generation_config.json": {"bos_token_id": 2, "eos_token_id": 2, "pad_token_id": 1}}),
+}
+
+
 def fuse_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Qwen-1's c_attn: q, k, v stacked in that order along dim 0."""
     return torch.cat([q, k, v], dim=0)
 
 
-def to_release_state_dict(ours: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def to_release_state_dict(ours: dict[str, torch.Tensor],
+                          table: list[tuple[str, str]] = OURS_TO_ORIGINAL) -> dict[str, torch.Tensor]:
     """Our state dict under the release's key names (non-persistent buffers are not in `ours`)."""
+    compiled = _COMPILED.get(id(table)) or [(re.compile(pattern), target) for pattern, target in table]
     out: dict[str, torch.Tensor] = {}
     parts: dict[str, dict[str, torch.Tensor]] = {}
     for key, tensor in ours.items():
-        for pattern, target in _COMPILED:
+        for pattern, target in compiled:
             if pattern.match(key):
                 name = pattern.sub(target, key)
                 break
@@ -84,10 +123,10 @@ def to_release_state_dict(ours: dict[str, torch.Tensor]) -> dict[str, torch.Tens
     return out
 
 
-def release_config(config: VaryConfig) -> dict[str, Any]:
+def release_config(config: ModelConfig) -> dict[str, Any]:
     """config.json of a checkpoint we write: the release fields plus what a loader of the original expects."""
     out = config.to_release()
-    out.update({"torch_dtype": "float32", "use_cache": True, "freeze_vision_tower": True})
+    out.update(RELEASE_FORMATS[type(config)].config_extra)
     return out
 
 
@@ -109,7 +148,15 @@ def write_weights(directory: Path, state: dict[str, torch.Tensor], max_bytes: in
     """Write safetensors weights (one file, or shards with model.safetensors.index.json)."""
     from safetensors.torch import save_file
 
-    state = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
+    seen: set[int] = set()
+    cpu = {}
+    for key, tensor in state.items():
+        tensor = tensor.detach().to("cpu").contiguous()
+        if tensor.data_ptr() in seen:  # a tied weight (Vary-tiny's lm_head): safetensors wants its own copy
+            tensor = tensor.clone()
+        seen.add(tensor.data_ptr())
+        cpu[key] = tensor
+    state = cpu
     groups = shard(state, max_bytes)
     if len(groups) == 1:
         save_file(groups[0], str(directory / "model.safetensors"), metadata={"format": "pt"})
@@ -124,31 +171,43 @@ def write_weights(directory: Path, state: dict[str, torch.Tensor], max_bytes: in
         json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
 
 
-def save_release(directory: Path, ours: dict[str, torch.Tensor], config: VaryConfig, tokenizer: Path | bytes,
-                 extra: Callable[[Path], None] | None = None, max_shard_bytes: int = SHARD_BYTES) -> Path:
+def save_release(directory: Path, ours: dict[str, torch.Tensor], config: ModelConfig,
+                 tokenizer_files: dict[str, bytes], extra: Callable[[Path], None] | None = None,
+                 max_shard_bytes: int = SHARD_BYTES) -> Path:
     """Write a complete release directory at `directory`, atomically; returns `directory`.
 
-    `tokenizer` is the `qwen.tiktoken` file to copy, or its bytes. `extra(tmp_dir)` may add files (the training state) before the directory is renamed into place.
+    `tokenizer_files` maps file names to their bytes (`qwen.tiktoken`, or Vary-tiny's GPT-2 files).
+    `extra(tmp_dir)` may add files (the training state) before the directory is renamed into place.
     An existing `directory` is replaced only once the new one is complete.
     """
+    form = RELEASE_FORMATS[type(config)]
+
+    def fill(tmp: Path) -> None:
+        write_weights(tmp, to_release_state_dict(ours, form.table), max_shard_bytes)
+        (tmp / "config.json").write_text(json.dumps(release_config(config), indent=2) + "\n")
+        for name, content in form.json_files(config).items():
+            (tmp / name).write_text(json.dumps(content, indent=2) + "\n")
+        for name, content in tokenizer_files.items():
+            (tmp / name).write_bytes(content)
+        if extra:
+            extra(tmp)
+
+    return write_directory(directory, fill)
+
+
+def write_directory(directory: Path, fill: Callable[[Path], None]) -> Path:
+    """Create `directory` atomically: `fill(tmp)` writes the files into a temporary sibling, which is
+    fsynced and renamed into place. An existing `directory` is replaced only once the new one is complete."""
     directory = Path(directory)
     parent = directory.parent
     parent.mkdir(parents=True, exist_ok=True)
     tmp = parent / f".{directory.name}.tmp-{secrets.token_hex(4)}"
     try:
         tmp.mkdir()
-        write_weights(tmp, to_release_state_dict(ours), max_shard_bytes)
-        (tmp / "config.json").write_text(json.dumps(release_config(config), indent=2) + "\n")
-        (tmp / "generation_config.json").write_text(json.dumps(
-            {"chat_format": "chatml", "eos_token_id": 151643, "max_new_tokens": 2048}, indent=2) + "\n")
-        (tmp / "tokenizer_config.json").write_text(json.dumps(
-            {"model_max_length": config.lm.seq_length, "tokenizer_file": TOKENIZER_FILE}, indent=2) + "\n")
-        (tmp / TOKENIZER_FILE).write_bytes(tokenizer if isinstance(tokenizer, bytes) else Path(tokenizer).read_bytes())
-        if extra:
-            extra(tmp)
+        fill(tmp)
         for path in tmp.iterdir():
             _fsync_file(path)
-        _fsync_dir(tmp)
+        fsync_dir(tmp)
         if directory.exists():
             old = parent / f".{directory.name}.old-{secrets.token_hex(4)}"
             os.replace(directory, old)
@@ -156,7 +215,7 @@ def save_release(directory: Path, ours: dict[str, torch.Tensor], config: VaryCon
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, directory)
-        _fsync_dir(parent)
+        fsync_dir(parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -215,16 +274,3 @@ def _fsync_file(path: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -1,11 +1,16 @@
 """`TrainConfig`: every setting of `vary train`, validated at construction; no torch here.
 
-The defaults are the original's launch command for Vary-base (Vary README; training.md §1):
-`--model_max_length 4096 --gradient_checkpointing True --weight_decay 0. --warmup_ratio 0.03
---lr_scheduler_type cosine --per_device_train_batch_size 4 --gradient_accumulation_steps 1
---save_steps 5000 --save_total_limit 1 --num_train_epochs 1`, AdamW (HF `adamw_torch`: betas 0.9/0.999,
-eps 1e-8, gradient clipping at 1.0), bf16 on GPU; learning rate 5e-5 for pretraining and 1e-5 for SFT
-(the paper). `cli_train.py` maps its flags one-to-one onto these fields; `train.run` reads them.
+The defaults of the pretraining and SFT stages are the original's launch command for Vary-base (Vary
+README; training.md §1): `--model_max_length 4096 --gradient_checkpointing True --weight_decay 0.
+--warmup_ratio 0.03 --lr_scheduler_type cosine --per_device_train_batch_size 4
+--gradient_accumulation_steps 1 --save_steps 5000 --save_total_limit 1 --num_train_epochs 1`, AdamW (HF
+`adamw_torch`: betas 0.9/0.999, eps 1e-8, gradient clipping at 1.0), bf16 on GPU; learning rate 5e-5
+for pretraining and 1e-5 for SFT (the paper). The vocabulary stage (Vary-tiny) takes the Vary README's
+Vary-tiny command instead: `--per_device_train_batch_size 16 --num_train_epochs 1 --learning_rate 5e-5`
+with arguments.py's `model_max_length` 512 and HF's defaults (no warm-up, no weight decay, no gradient
+checkpointing), and OPT-125M's residual dropout 0.1 (its config.json), which the original trains with.
+Fields left at None take their stage's default (`STAGE_DEFAULTS`). `cli_train.py` maps its flags
+one-to-one onto these fields; `train.run` reads them.
 """
 
 from __future__ import annotations
@@ -16,8 +21,16 @@ from typing import Any
 
 from .errors import VaryError
 
-STAGES = ("sft", "pretrain")
-STAGE_LR = {"pretrain": 5e-5, "sft": 1e-5}
+STAGES = ("sft", "pretrain", "vocabulary")
+STAGE_LR = {"pretrain": 5e-5, "sft": 1e-5, "vocabulary": 5e-5}
+_QWEN_DEFAULTS = {"batch_size": 4, "max_length": 4096, "warmup_ratio": 0.03, "gradient_checkpointing": True,
+                  "dropout": 0.0}
+STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "pretrain": _QWEN_DEFAULTS,
+    "sft": _QWEN_DEFAULTS,
+    "vocabulary": {"batch_size": 16, "max_length": 512, "warmup_ratio": 0.0, "gradient_checkpointing": False,
+                   "dropout": 0.1},
+}
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
 
@@ -27,7 +40,8 @@ class TrainConfig:
     """One training run."""
 
     stage: str
-    """'pretrain' (stage 2, lr 5e-5) or 'sft' (stage 3, lr 1e-5): `--pretrain DATA` / `--sft DATA`."""
+    """'vocabulary' (stage 1, Vary-tiny), 'pretrain' (stage 2) or 'sft' (stage 3): `--vocabulary DATA`,
+    `--pretrain DATA` / `--sft DATA`."""
     data: tuple[Path, ...]
     """Training data files (JSONL or a JSON list); several are concatenated."""
     out: Path
@@ -42,20 +56,28 @@ class TrainConfig:
     """Passes over the data (`--epochs`), unless --max-steps is given."""
     max_steps: int | None = None
     """Optimizer steps in all (`--max-steps`); overrides --epochs."""
-    batch_size: int = 4
-    """Samples per device per micro-step (`--batch-size`)."""
+    batch_size: int | None = None
+    """Samples per device per micro-step (`--batch-size`; 4, or 16 for the vocabulary stage)."""
     grad_accum: int = 1
     """Micro-steps per optimizer step (`--grad-accum`); global batch = batch x accum x processes."""
-    max_length: int = 4096
-    """Longest token sequence; longer samples are cut at the end (`--max-length`)."""
+    max_length: int | None = None
+    """Longest token sequence; longer samples are cut at the end (`--max-length`; 4096, vocabulary 512)."""
     weight_decay: float = 0.0
     """AdamW weight decay on weights other than biases and LayerNorms (`--weight-decay`)."""
-    warmup_ratio: float = 0.03
-    """Fraction of the steps with linear warm-up before the cosine decay (`--warmup-ratio`)."""
+    warmup_ratio: float | None = None
+    """Fraction of the steps with linear warm-up before the cosine decay (`--warmup-ratio`; 0.03,
+    vocabulary 0)."""
     max_grad_norm: float = 1.0
     """Gradient clipping norm; 0 disables (`--max-grad-norm`)."""
-    gradient_checkpointing: bool = True
-    """Recompute decoder layers in the backward pass to save memory (`--gradient-checkpointing`)."""
+    gradient_checkpointing: bool | None = None
+    """Recompute decoder layers in the backward pass to save memory (`--gradient-checkpointing`; on,
+    off for the vocabulary stage)."""
+    dropout: float | None = None
+    """OPT's residual dropout while training the vocabulary stage (`--dropout`; OPT-125M's 0.1)."""
+    vocabulary_init: str = "checkpoint"
+    """Start of the vision vocabulary in the vocabulary stage (`--vocabulary-init`): 'checkpoint' (the
+    --model's), 'scratch' (random, as the original builds it), or a SAM ViT-B checkpoint file
+    (segment-anything's sam_vit_b_01ec64.pth) for the SAM encoder, with new convs and projector."""
     freeze_lm: bool = False
     """Train only the projectors and the input embeddings (the original's --freeze_lm_model)."""
     save_every: int = 5000
@@ -86,6 +108,16 @@ class TrainConfig:
             raise VaryError(f"stage must be one of {STAGES}, got {self.stage!r}")
         if not self.data:
             raise VaryError(f"give the training data with --{self.stage} DATA")
+        if self.stage != "vocabulary":
+            if self.dropout:
+                raise VaryError("--dropout applies to the vocabulary stage (Vary-tiny's OPT) only")
+            if self.vocabulary_init != "checkpoint":
+                raise VaryError("--vocabulary-init applies to the vocabulary stage (--vocabulary DATA) only")
+        for name, value in STAGE_DEFAULTS[self.stage].items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
+        if not 0 <= self.dropout < 1:
+            raise VaryError(f"--dropout must be in [0, 1), got {self.dropout}")
         positive = {"--batch-size": self.batch_size, "--grad-accum": self.grad_accum, "--epochs": self.epochs,
                     "--save-every": self.save_every, "--log-every": self.log_every, "--max-length": self.max_length}
         if self.max_steps is not None:

@@ -1,0 +1,232 @@
+"""The state of a `vary train` run and its checkpoints: what a model family brings to the loop
+(`Recipe`, and the chunked answer-token loss both families share), the run's live objects
+(`RunState`), saving a checkpoint and restoring from one.
+
+A checkpoint is a release directory (export.py) plus `training_state.pt` (optimizer, scheduler, grad
+scaler, RNG states, step, and the settings a resumed run must share). `save` writes it atomically and
+then moves `OUT/latest`; `restore` refuses a checkpoint made with other settings. Used by `train.py`.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .config import ModelConfig
+from .data import IGNORE_INDEX
+from .errors import VaryError
+from .export import TRAINING_STATE, prune, save_release, write_latest
+from .train_config import TrainConfig
+from .train_dist import Dist
+
+METRICS_FILE = "metrics.jsonl"
+# Settings a resumed run must share with the run it continues (else the data order or schedule differ).
+RESUME_KEYS = ("stage", "data_fingerprint", "global_batch", "max_length", "seed", "epochs", "max_steps",
+               "learning_rate", "warmup_ratio", "weight_decay", "freeze_lm", "fsdp", "dropout")
+
+
+class TrainProgress:
+    """Callbacks of a training run; the CLI draws a progress bar from them. Only rank 0 receives them."""
+
+    def started(self, info: dict[str, Any]) -> None: ...
+
+    def step(self, metrics: dict[str, Any]) -> None: ...
+
+    def evaluated(self, metrics: dict[str, Any]) -> None: ...
+
+    def saved(self, directory: Path) -> None: ...
+
+    def message(self, text: str) -> None: ...
+
+
+class Recipe:
+    """What a model family brings to the training loop; train_qwen.py and train_vocabulary.py fill it in.
+
+    `loss(model, **batch)` returns (sum of token cross-entropies, number of target tokens) of a collated
+    batch; `prepare` sets what trains and the training-mode switches, `finish` undoes the switches.
+    """
+
+    def __init__(self, model: nn.Module, config: ModelConfig, tokenizer: Any, tokenizer_files: dict[str, bytes]):
+        self.model = model
+        self.config = config
+        self.tokenizer = tokenizer
+        # Kept in memory: the checkpoint they came from may be pruned while the run saves newer ones.
+        self.tokenizer_files = tokenizer_files
+
+    loss: Callable[..., tuple[torch.Tensor, torch.Tensor]]
+
+    @property
+    def pad_id(self) -> int:
+        raise NotImplementedError
+
+    def layers(self) -> list[nn.Module]:
+        """The decoder layers: FSDP shards each, gradient checkpointing recomputes each."""
+        raise NotImplementedError
+
+    def prepare(self, cfg: TrainConfig) -> None:
+        raise NotImplementedError
+
+    def finish(self) -> None:
+        pass
+
+
+class TrainingModel(nn.Module):
+    """The unit DDP/FSDP wraps: batch in, (loss sum, target count) out."""
+
+    def __init__(self, model: nn.Module, loss: Callable[..., tuple[torch.Tensor, torch.Tensor]]) -> None:
+        super().__init__()
+        self.model = model
+        self.loss = loss
+
+    def forward(self, **batch: torch.Tensor):  # type: ignore[override]
+        return self.loss(self.model, **batch)
+
+
+@dataclass
+class RunState:
+    cfg: TrainConfig
+    dist: Dist
+    device: torch.device
+    amp: torch.dtype | None
+    recipe: Recipe
+    wrapped: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: Any
+    resume_info: dict[str, Any]
+    progress: TrainProgress
+    metrics: Path
+    eval_data: Any = None
+    last_eval: float | None = None
+
+    @property
+    def model(self) -> nn.Module:
+        return self.recipe.model
+
+
+def write_metrics(run_: RunState, metrics: dict[str, Any]) -> None:
+    if run_.dist.main:
+        with open(run_.metrics, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(metrics) + "\n")
+
+
+def trim_metrics(path: Path, step: int) -> None:
+    """Drop metrics lines of steps after `step` (a resumed run repeats them)."""
+    from .output import atomic_write_text
+
+    if not path.is_file():
+        return
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    kept = [line for line in lines if json.loads(line).get("step", 0) <= step]
+    if len(kept) != len(lines):
+        atomic_write_text(path, "".join(line + "\n" for line in kept))
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def save(run_: RunState, step: int) -> Path:
+    """Write OUT/checkpoint-N (release layout + training_state.pt) atomically, then point `latest` at it."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, \
+        get_optimizer_state_dict
+
+    cfg, dist = run_.cfg, run_.dist
+    if cfg.fsdp and dist.world > 1:
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        weights = {k.removeprefix("model."): v for k, v in get_model_state_dict(run_.wrapped, options=options).items()}
+        optimizer_state = get_optimizer_state_dict(run_.wrapped, run_.optimizer, options=options)
+    else:
+        weights = run_.model.state_dict()
+        optimizer_state = run_.optimizer.state_dict()
+    name = f"checkpoint-{step}"
+    directory = Path(cfg.out) / name
+    if dist.main:
+        training_state = {"step": step, "optimizer": optimizer_state, "scheduler": run_.scheduler.state_dict(),
+                          "scaler": run_.scaler.state_dict() if run_.scaler else None, "rng": _rng_state(),
+                          "resume": run_.resume_info, "config": json.dumps(cfg.to_json()),
+                          "world": dist.world}
+        hook = cfg.extra.get("before_save_release")
+
+        def extra(tmp: Path) -> None:
+            torch.save(training_state, tmp / TRAINING_STATE)
+            if hook:
+                hook(tmp)
+
+        save_release(directory, {k: v.detach().float() for k, v in weights.items()}, run_.recipe.config,
+                     run_.recipe.tokenizer_files, extra=extra)
+        write_latest(Path(cfg.out), name)
+        prune(Path(cfg.out), cfg.keep)
+        run_.progress.saved(directory)
+    dist.barrier()
+    return directory
+
+
+def restore(run_: RunState, directory: Path) -> int:
+    """Load the optimizer, scheduler and RNG state saved beside the weights; returns the step to go on from."""
+    state = torch.load(directory / TRAINING_STATE, map_location="cpu", weights_only=True)
+    saved = state["resume"]
+    # A key the saving run did not record (an older vary) counts as its default.
+    changed = [f"{k} ({saved.get(k)} -> {run_.resume_info[k]})" for k in RESUME_KEYS
+               if k in saved and saved[k] != run_.resume_info[k]]
+    if changed:
+        raise VaryError(f"--resume: {directory} was trained with other settings: {', '.join(changed)}; "
+                        "use the same data and flags, or start a new run with another --out")
+    if run_.cfg.fsdp and run_.dist.world > 1:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+        set_optimizer_state_dict(run_.wrapped, run_.optimizer, state["optimizer"],
+                                 options=StateDictOptions(full_state_dict=True))
+    else:
+        run_.optimizer.load_state_dict(state["optimizer"])
+    run_.scheduler.load_state_dict(state["scheduler"])
+    if run_.scaler and state.get("scaler"):
+        run_.scaler.load_state_dict(state["scaler"])
+    rng = state["rng"]
+    torch.set_rng_state(rng["torch"])
+    random.setstate(rng["python"])
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    return int(state["step"])
+
+
+# Answer positions whose logits are computed at once; bounds the (positions x vocab) logits in memory.
+LOSS_CHUNK = 1024
+
+
+def target_loss(hidden: torch.Tensor, labels: torch.Tensor,
+                head: Callable[[torch.Tensor], torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sum of token cross-entropies, number of targets): `head(hidden[:, :-1])` against labels[:, 1:].
+
+    Logits are computed only at target positions, in chunks (recomputed in the backward pass when
+    there are several), in fp32.
+    """
+    targets = labels[:, 1:]  # (B, T-1)
+    selected = targets != IGNORE_INDEX
+    states = hidden[:, :-1][selected]  # (N, W)
+    wanted = targets[selected]  # (N,)
+    total = hidden.sum() * 0.0  # keeps the graph whole when no target is left
+    for start in range(0, wanted.shape[0], LOSS_CHUNK):
+        chunk_states, chunk_wanted = states[start:start + LOSS_CHUNK], wanted[start:start + LOSS_CHUNK]
+        if torch.is_grad_enabled() and wanted.shape[0] > LOSS_CHUNK:
+            from torch.utils.checkpoint import checkpoint
+
+            total = total + checkpoint(_chunk_loss, head, chunk_states, chunk_wanted, use_reentrant=False)
+        else:
+            total = total + _chunk_loss(head, chunk_states, chunk_wanted)
+    return total, selected.sum()
+
+
+def _chunk_loss(head: Callable[[torch.Tensor], torch.Tensor], states: torch.Tensor,
+                wanted: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(head(states).float(), wanted, reduction="sum")  # head: (n, W) -> (n, V)
