@@ -25,8 +25,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from conftest import to_release_state_dict, write_release  # noqa: E402  (the tests' release writer)
-
 from vary_cli.checkpoint import build_on_meta, load_directory  # noqa: E402
 from vary_cli.config import PRESETS, GenerationConfig  # noqa: E402
 from vary_cli.device import resolve_device, resolve_dtype  # noqa: E402
@@ -38,21 +36,33 @@ def max_rss_gib() -> float:
 
 
 def write_random_release(directory: Path, config, shards: int) -> None:
-    """Random weights in the release layout, written without holding two copies of the model."""
+    """Random weights in the release layout, written by the library's own `export.save_release`.
+
+    Vary-toy/base get the real Qwen vocabulary (it ships in the dashscope package); Vary-tiny gets the
+    tests' small GPT-2-style tokenizer, its image-token ids written into the config (the embedding keeps
+    OPT-125M's 50272 rows, so the model computes at full size).
+    """
+    import dashscope
+    import tiny_opt
+
+    from vary_cli.config import VaryTinyConfig
+    from vary_cli.export import save_release
+
     model = build_on_meta(config)
-    shapes = {k: v for k, v in model.state_dict().items()}
+    shapes = {k: v.shape for k, v in model.state_dict().items()}
     del model
     generator = torch.Generator().manual_seed(0)
-    real = {k: torch.randn(v.shape, generator=generator) * 0.02 for k, v in shapes.items()}
-    state = to_release_state_dict(real, config.lm.num_layers)
-    del real
-    write_release(directory, config, state, layout="safetensors", shards=shards)
-    # The real Qwen vocabulary (ships in the dashscope package) so the real special-token ids line up.
-    import shutil
-
-    import dashscope
-
-    shutil.copy(Path(dashscope.__file__).parent / "resources" / "qwen.tiktoken", directory / "qwen.tiktoken")
+    weights = {k: torch.randn(shape, generator=generator) * 0.02 for k, shape in shapes.items()}
+    if isinstance(config, VaryTinyConfig):
+        with tempfile.TemporaryDirectory() as tmp:
+            ids = tiny_opt.write_tokenizer(Path(tmp))
+            files = {f.name: f.read_bytes() for f in Path(tmp).iterdir()}
+        config = replace(config, im_patch_token=ids["<imgpad>"], im_start_token=ids["<img>"],
+                         im_end_token=ids["</img>"])
+    else:
+        files = {"qwen.tiktoken": (Path(dashscope.__file__).parent / "resources" / "qwen.tiktoken").read_bytes()}
+    total = sum(t.numel() * t.element_size() for t in weights.values())
+    save_release(directory, weights, config, files, max_shard_bytes=total // shards + 1)
 
 
 def main() -> None:
@@ -100,12 +110,13 @@ def main() -> None:
     from PIL import Image
 
     page = Image.new("RGB", (1240, 1754), "white")
-    ids = loaded.prompt_ids("markdown")
+    prompt = "ocr" if loaded.is_tiny else "markdown"
+    ids = loaded.prompt_ids(prompt)
     gen = GenerationConfig(max_new_tokens=args.new_tokens, repetition_span=0)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     for batch, vision_batch in [(b, v) for b in args.batch for v in args.vision_batch]:
         pages = args.pages or batch
-        loaded.encode_pages([page] * min(batch, 2))  # warm-up
+        loaded.encode_pages([page], prompt)  # warm-up
         sync()
         encode = prefill = total = 0.0
         tokens = 0
@@ -113,7 +124,7 @@ def main() -> None:
         while done < pages:
             n = min(batch, pages - done)
             started = time.perf_counter()
-            features = loaded.encode_pages([page] * n, vision_batch=vision_batch or None)
+            features = loaded.encode_pages([page] * n, prompt, vision_batch=vision_batch or None)
             sync()
             encode += time.perf_counter() - started
             started = time.perf_counter()
