@@ -14,7 +14,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .cli import (DebugOption, DeviceOption, DtypeOption, MaxTokensOption, ModelOption, SeedOption,
+from .cli_common import (DebugOption, DeviceOption, DtypeOption, MaxTokensOption, ModelOption, SeedOption,
                   TemperatureOption, TopPOption, fail, generation_config, load_model, stderr)
 from .errors import InputError, VaryError
 

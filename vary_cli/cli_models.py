@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import hub, registry
+from .cli_common import DebugOption, fail
 from .errors import VaryError, WeightsError
 
 models_app = typer.Typer(help="List, download, verify and remove model weights.",
@@ -24,7 +25,6 @@ models_app = typer.Typer(help="List, download, verify and remove model weights."
 
 NameArg = Annotated[str, typer.Argument(help="Model name from `vary models list`, e.g. vary-toy.",
                                         show_default=False)]
-DebugOption = Annotated[bool, typer.Option("--debug", help="Show full tracebacks instead of one-line errors.")]
 
 
 @contextmanager
@@ -32,12 +32,7 @@ def _one_line_errors(debug: bool) -> Iterator[None]:
     try:
         yield
     except VaryError as err:
-        if debug:
-            raise
-        # markup off: paths and messages may contain [brackets]; joined and soft-wrapped to stay one line.
-        Console(stderr=True).print(f"error: {' '.join(str(err).split())}", style="red", markup=False,
-                                   highlight=False, soft_wrap=True)
-        raise typer.Exit(code=err.exit_code) from None
+        fail(err, debug)
 
 
 def _out() -> Console:

@@ -13,11 +13,8 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from rich.console import Console
-
+from .cli_common import fail, stderr
 from .errors import VaryError
-
-stderr = Console(stderr=True, highlight=False)
 
 def train(
     sft: Annotated[Optional[list[Path]], typer.Option(
@@ -106,11 +103,7 @@ def train(
             stderr.print(f"done: {result.steps} steps, loss {result.loss:.4f}; "
                          f"vary ocr --model {result.checkpoint} IMAGE")
     except VaryError as error:
-        if debug:
-            raise
-        message = " ".join(str(error).split())
-        stderr.print(f"[red]error:[/red] {message}", markup=True, soft_wrap=True)
-        raise typer.Exit(code=error.exit_code) from None
+        fail(error, debug)
     except KeyboardInterrupt:
         stderr.print("interrupted; continue with --resume")
         raise typer.Exit(code=130) from None
@@ -140,11 +133,7 @@ def graft_vocabulary(
         stderr.print(f"wrote {result.directory}: {result.grafted} vision-vocabulary tensors grafted, "
                      f"{result.kept} kept")
     except VaryError as error:
-        if debug:
-            raise
-        message = " ".join(str(error).split())
-        stderr.print(f"[red]error:[/red] {message}", markup=True, soft_wrap=True)
-        raise typer.Exit(code=error.exit_code) from None
+        fail(error, debug)
 
 
 class RichProgress:
