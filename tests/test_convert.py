@@ -230,3 +230,16 @@ def test_ctrl_c_exits_130_in_one_line_and_keeps_finished_pages(tiny_checkpoint, 
     assert result.output.strip().splitlines()[-1].startswith("interrupted")
     assert not target.exists()
     assert len(sidecar_path(target).read_text().splitlines()) == 1 + 2  # header + two finished pages
+
+
+def test_default_batch_size_follows_free_memory(loaded, monkeypatch):
+    monkeypatch.setattr(pipeline, "_free_memory", lambda device: None)
+    assert pipeline.default_batch_size(loaded, 2048) == 1
+    monkeypatch.setattr(pipeline, "_free_memory", lambda device: 64 * 2**30)
+    assert pipeline.default_batch_size(loaded, 2048) == 8  # the CPU cap
+    monkeypatch.setattr(pipeline, "_free_memory", lambda device: 2**20)
+    assert pipeline.default_batch_size(loaded, 2048) == 1
+    layers, width = len(loaded.model.layers), loaded.model.lm_head.in_features
+    per_page = (2 * layers + 16) * width * (len(loaded.prompt_ids("ocr")) + 2048) * 4
+    monkeypatch.setattr(pipeline, "_free_memory", lambda device: 2 * 3 * per_page)
+    assert pipeline.default_batch_size(loaded, 2048) == 3
