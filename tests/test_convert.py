@@ -243,3 +243,22 @@ def test_default_batch_size_follows_free_memory(loaded, monkeypatch):
     per_page = (2 * layers + 16) * width * (len(loaded.prompt_ids("ocr")) + 2048) * 4
     monkeypatch.setattr(pipeline, "_free_memory", lambda device: 2 * 3 * per_page)
     assert pipeline.default_batch_size(loaded, 2048) == 3
+
+
+def test_a_rerun_retries_only_the_failed_pages(loaded, pdf, tmp_path, monkeypatch):
+    out = tmp_path / "paper.md"
+    real = loaded.encode_pages
+    monkeypatch.setattr(loaded, "encode_pages", lambda images, prompt="ocr": (_ for _ in ()).throw(
+        RuntimeError("boom")) if any(i.getpixel((5, 5))[0] == 255 - 20 for i in images) else real(images, prompt))
+    first, _ = convert(loaded, pdf, out, fmt="md")
+    assert first.failed_pages == 1 and "[MISSING_PAGE_FAIL:2]" in out.read_text()
+    assert sidecar_path(out).exists()  # not finished: the failed page is still to do
+    monkeypatch.setattr(loaded, "encode_pages", real)
+    generated = []
+    real_generate = pipeline.generate_pages
+    monkeypatch.setattr(pipeline, "generate_pages",
+                        lambda ld, images, *a, **k: generated.append(len(images)) or real_generate(ld, images, *a, **k))
+    second, _ = convert(loaded, pdf, out, fmt="md")
+    assert generated == [1] and second.resumed_pages == 4 and second.failed_pages == 0
+    assert "MISSING_PAGE_FAIL" not in out.read_text() and not sidecar_path(out).exists()
+    assert out.read_text() == convert(loaded, pdf, None, fmt="md")[1]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -105,7 +105,9 @@ def convert_document(loaded: LoadedModel, source: Path, output: Path | None, *, 
     """Convert one PDF or image file; returns its report and the rendered text.
 
     With `output` set, finished pages are kept in a resume store beside it as they complete and the
-    document is written atomically at the end; a finished output is skipped unless `recompute`.
+    document is written atomically at the end; a finished output is skipped unless `recompute`. An
+    output with failed pages is written (with their markers) but not finished: running again retries
+    those pages only.
     With `output` None (stdout) nothing is written and nothing is resumed.
 
     Raises:
@@ -123,8 +125,7 @@ def convert_document(loaded: LoadedModel, source: Path, output: Path | None, *, 
     wanted = select_pages(pages, document.page_count, str(source))
     single = document.is_single_image
     settings = {"model": str(loaded.directory), "dtype": str(loaded.dtype), "prompt": prompt,
-                "gen": [gen.max_new_tokens, gen.temperature, gen.top_p, gen.seed, gen.repetition_span],
-                "raster": "short-side-1024"}
+                "gen": asdict(gen), "raster": "short-side-1024"}
     store = None
     if output is not None:
         store = PageStore(output, source_fingerprint(source), settings_fingerprint(settings), resume=not recompute)
@@ -149,7 +150,10 @@ def convert_document(loaded: LoadedModel, source: Path, output: Path | None, *, 
         text = render_jsonl(ordered) if fmt == "jsonl" else render_document(ordered, fmt)
         if output is not None:
             atomic_write_text(output, text)
-            store.finish()
+            if not any(r.finish_reason == "error" for r in ordered):
+                # With failed pages the resume state stays, so the output counts as unfinished and the
+                # next run redoes the failed pages alone.
+                store.finish()
     finally:
         if store:
             store.close()
