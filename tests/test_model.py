@@ -33,7 +33,7 @@ def reference_clip(state, config):
     model = CLIPVisionModel(CLIPVisionConfig(
         hidden_size=spec.hidden_size, intermediate_size=spec.intermediate_size, num_hidden_layers=spec.num_layers,
         num_attention_heads=spec.num_heads, image_size=spec.image_size, patch_size=spec.patch_size,
-        hidden_act="quick_gelu", layer_norm_eps=1e-5))
+        hidden_act="quick_gelu", layer_norm_eps=1e-5, attn_implementation="eager"))
     # transformers 5's CLIPVisionModel has no `vision_model.` level any more; 4.x (the original's) had.
     prefix = "transformer.vision_tower.vision_model."
     model.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}, strict=True)
@@ -68,8 +68,7 @@ def test_sam_vocabulary_equals_the_reference(case):
         ours = loaded.model.vision_tower_high(sam)
     expected = ref.sam_features(sam, state, loaded.config.sam)
     assert ours.shape == (1, loaded.config.image_token_len, loaded.config.sam.feature_dim)
-    # transformers' SAM attention takes its softmax in float32 even for float64 inputs: hence 1e-6, not 1e-12.
-    torch.testing.assert_close(ours, expected, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(ours, expected, rtol=1e-10, atol=1e-10)
 
 
 def test_image_features_equal_the_reference(case):
@@ -77,7 +76,7 @@ def test_image_features_equal_the_reference(case):
     with torch.no_grad():
         ours = loaded.model.encode_images(clip, sam)
         expected = ref.image_features(reference_clip(state, loaded.config), clip, sam, state, loaded.config)
-    torch.testing.assert_close(ours, expected, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(ours, expected, rtol=1e-10, atol=1e-10)
 
 
 def test_prefill_logits_equal_the_reference(case):

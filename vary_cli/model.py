@@ -28,7 +28,8 @@ import math
 import torch
 import torch.nn as nn
 from transformers import AttentionInterface, CLIPVisionConfig, CLIPVisionModel, Qwen2Config
-from transformers.models.got_ocr2.modeling_got_ocr2 import GotOcr2VisionConfig, GotOcr2VisionEncoder
+from transformers.models.got_ocr2.modeling_got_ocr2 import (GotOcr2LayerNorm, GotOcr2VisionAttention,
+                                                           GotOcr2VisionConfig, GotOcr2VisionEncoder)
 from transformers.models.qwen2.modeling_qwen2 import Qwen2DecoderLayer, Qwen2RMSNorm
 
 from .config import ClipVisionSpec, QwenLMConfig, SamVisionSpec, VaryConfig
@@ -137,6 +138,41 @@ def attention_bias(pad: torch.Tensor, query_start: int, query_len: int, key_len:
     return bias[:, None]
 
 
+class SamAttention(GotOcr2VisionAttention):
+    """transformers' SAM attention in segment-anything's order of operations, for fp32 bit-parity.
+
+    GOT-OCR2's version sums the two relative-position terms before adding them and takes the softmax in
+    float32; the original adds them one after the other and takes the softmax in the input's dtype.
+    Measured against the original on seeded weights: 1.3e-5 apart before (with LayerNorm2d), 0 after.
+    """
+
+    def forward(self, hidden_states: torch.Tensor, output_attentions=None) -> tuple[torch.Tensor, torch.Tensor]:
+        batch, height, width, _ = hidden_states.shape
+        heads, tokens = self.num_attention_heads, height * width
+        qkv = self.qkv(hidden_states).reshape(batch, tokens, 3, heads, -1).permute(2, 0, 3, 1, 4)
+        query, key, value = qkv.reshape(3, batch * heads, tokens, -1).unbind(0)  # each (B*H, N, D)
+        weights = (query * self.scale) @ key.transpose(-2, -1)  # (B*H, N, N)
+        grid_query = query.reshape(batch * heads, height, width, -1)  # (B*H, h, w, D)
+        rel_h = torch.einsum("bhwc,hkc->bhwk", grid_query, self.get_rel_pos(height, height, self.rel_pos_h))
+        rel_w = torch.einsum("bhwc,wkc->bhwk", grid_query, self.get_rel_pos(width, width, self.rel_pos_w))
+        weights = (weights.view(-1, height, width, height, width) + rel_h[:, :, :, :, None]
+                   + rel_w[:, :, :, None, :]).view(-1, tokens, tokens)
+        weights = weights.softmax(dim=-1)
+        out = (weights @ value).view(batch, heads, height, width, -1).permute(0, 2, 3, 1, 4)
+        return self.proj(out.reshape(batch, height, width, -1)), weights  # (B, h, w, C)
+
+
+class LayerNorm2d(GotOcr2LayerNorm):
+    """segment-anything's LayerNorm2d formula over channels (B, C, H, W), for fp32 bit-parity with the
+    original neck (transformers permutes and calls nn.LayerNorm, which rounds differently)."""
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        mean = features.mean(1, keepdim=True)
+        variance = (features - mean).pow(2).mean(1, keepdim=True)
+        features = (features - mean) / torch.sqrt(variance + self.eps)
+        return self.weight[:, None, None] * features + self.bias[:, None, None]
+
+
 class VisionVocabulary(GotOcr2VisionEncoder):
     """Vary's new vision vocabulary: SAM ViT-B + neck (reused) and the two stride-2 convs (new)."""
 
@@ -148,6 +184,11 @@ class VisionVocabulary(GotOcr2VisionEncoder):
             layer_norm_eps=spec.layer_norm_eps, qkv_bias=True, use_abs_pos=True, use_rel_pos=True,
             window_size=spec.window_size, global_attn_indexes=list(spec.global_attn_indexes),
             mlp_dim=spec.mlp_dim))
+        # Same parameters, the original's arithmetic (see SamAttention and LayerNorm2d).
+        for layer in self.layers:
+            layer.attn.__class__ = SamAttention
+        self.neck.layer_norm1.__class__ = LayerNorm2d
+        self.neck.layer_norm2.__class__ = LayerNorm2d
         mid, out = spec.net_channels
         self.net_2 = nn.Conv2d(spec.output_channels, mid, kernel_size=3, stride=2, padding=1, bias=False)
         self.net_3 = nn.Conv2d(mid, out, kernel_size=3, stride=2, padding=1, bias=False)
@@ -163,7 +204,8 @@ def clip_vision_model(spec: ClipVisionSpec) -> CLIPVisionModel:
         hidden_size=spec.hidden_size, intermediate_size=spec.intermediate_size,
         num_hidden_layers=spec.num_layers, num_attention_heads=spec.num_heads,
         image_size=spec.image_size, patch_size=spec.patch_size, hidden_act=spec.hidden_act,
-        layer_norm_eps=spec.layer_norm_eps, attn_implementation="sdpa"))
+        # Eager attention is the original's (transformers 4.32) arithmetic: bit-equal features; SDPA is 1.4e-6 off.
+        layer_norm_eps=spec.layer_norm_eps, attn_implementation="eager"))
 
 
 def qwen2_config(lm: QwenLMConfig) -> Qwen2Config:
