@@ -143,3 +143,21 @@ def test_collate_right_pads_with_endoftext_and_ignore_index():
     assert batch["input_ids"].tolist() == [[1, 2, 3], [4, tiny_id(151643), tiny_id(151643)]]
     assert batch["labels"].tolist() == [[-100, 2, 3], [4, -100, -100]]
     assert batch["clip"].shape == (2, 3, 4, 4) and batch["sam"].shape == (2, 3, 8, 8)
+
+
+def test_truncated_images_are_caught_before_training(tmp_path):
+    path = write_data(tmp_path, answers=("a", "b"))
+    image = tmp_path / "pages" / "1.png"
+    image.write_bytes(image.read_bytes()[: image.stat().st_size // 2])  # the header still parses
+    with pytest.raises(InputError, match=r"1 image\(s\) missing or unreadable: .*train\.jsonl:2: .*truncated"):
+        check_images(read_samples(path))
+
+
+def test_json_list_line_numbers_stay_right_deep_into_a_long_list(tmp_path):
+    item = {"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]}
+    bad = {"conversations": [{"from": "human", "value": "q"}]}
+    path = tmp_path / "data.json"
+    path.write_text(json.dumps([item] * 500 + [bad], indent=1))
+    per_item = json.dumps(item, indent=1).count("\n") + 1
+    with pytest.raises(InputError, match=rf"data\.json:{2 + 500 * per_item}: the conversation must end"):
+        read_samples(path)

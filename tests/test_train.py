@@ -204,3 +204,63 @@ def test_two_process_ddp_matches_one_process(tiny_checkpoint, data, tmp_path):
     losses = [[json.loads(line)["loss"] for line in (tmp_path / d / "metrics.jsonl").read_text().splitlines()]
               for d in ("one", "two")]
     assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+
+
+def test_a_micro_batch_without_targets_keeps_the_head_in_the_graph():
+    from vary_cli.train_state import target_loss
+
+    head = torch.nn.Linear(4, 7)
+    hidden = torch.randn(1, 5, 4, requires_grad=True)
+    labels = torch.full((1, 5), -100)
+    total, count = target_loss(hidden, labels, head)
+    total.backward()
+    assert count == 0 and total.item() == 0.0
+    assert head.weight.grad is not None  # DDP reduces this gradient on every rank: it must exist
+
+
+def test_prune_keeps_directories_that_are_not_ours(tmp_path):
+    from vary_cli.export import prune
+
+    for name in ("checkpoint-best", "checkpoint-10", "checkpoint-20", "checkpoint-30"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "latest").write_text("checkpoint-30\n")
+    assert [p.name for p in prune(tmp_path, 2)] == ["checkpoint-10"]
+    assert (tmp_path / "checkpoint-best").is_dir()
+
+
+def test_a_torn_metrics_line_does_not_block_resume(tmp_path):
+    from vary_cli.train_state import trim_metrics
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.5}\n{"step": 3, "lo')
+    trim_metrics(path, 2)
+    assert path.read_text() == '{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.5}\n'
+
+
+def test_an_unwritable_out_is_one_line(tiny_checkpoint, tmp_path):
+    from typer.testing import CliRunner
+
+    from vary_cli.cli import app
+
+    data = write_data(tmp_path / "data")
+    blocker = tmp_path / "afile"
+    blocker.write_text("")
+    result = CliRunner().invoke(app, ["train", "--sft", str(data), "--model", str(tiny_checkpoint),
+                                      "--out", str(blocker / "out"), "--device", "cpu", "--workers", "0"])
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1 and "cannot create" in result.output
+
+
+def test_resuming_a_finished_run_says_so_in_one_line(tiny_checkpoint, tmp_path):
+    from typer.testing import CliRunner
+
+    from vary_cli.cli import app
+
+    data = write_data(tmp_path / "data")
+    args = ["train", "--sft", str(data), "--model", str(tiny_checkpoint), "--out", str(tmp_path / "out"),
+            "--device", "cpu", "--workers", "0", "--max-steps", "1", "--batch-size", "2", "--max-length", "256",
+            "--no-gradient-checkpointing"]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    again = CliRunner().invoke(app, args + ["--resume"])
+    assert again.exit_code == 0, again.output
+    assert "nothing left to train" in again.output and "Traceback" not in again.output

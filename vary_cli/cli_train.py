@@ -100,8 +100,8 @@ def train(
         with RichProgress() as progress:
             result = run(cfg, progress)
         if int(os.environ.get("RANK", "0")) == 0 and result.checkpoint:
-            stderr.print(f"done: {result.steps} steps, loss {result.loss:.4f}; "
-                         f"vary ocr --model {result.checkpoint} IMAGE")
+            loss = f", loss {result.loss:.4f}" if result.loss is not None else " (nothing left to train)"
+            stderr.print(f"done: {result.steps} steps{loss}; vary ocr --model {result.checkpoint} IMAGE")
     except VaryError as error:
         fail(error, debug)
     except KeyboardInterrupt:

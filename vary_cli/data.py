@@ -116,11 +116,13 @@ def _records(path: Path, text: str):
     if stripped.startswith("["):
         # The original's JSON list: decode item by item to know the line each one starts on.
         pos = len(text) - len(stripped) + 1
+        line, counted = 1, 0  # newlines are counted once, as pos moves on (not from the start every item)
         while True:
             pos = _skip_space(text, pos)
             if pos < len(text) and text[pos] == "]":
                 return
-            line = text.count("\n", 0, pos) + 1
+            line += text.count("\n", counted, pos)
+            counted = pos
             try:
                 value, pos = decoder.raw_decode(text, pos)
             except json.JSONDecodeError as exc:
@@ -313,8 +315,12 @@ def encode_all(samples: list[Sample], tokenizer: QwenTokenizer | OPTTokenizer, c
 
 
 def check_images(samples: list[Sample], workers: int = 8) -> None:
-    """Open the header of every image; raise one InputError listing the missing or unreadable ones."""
-    from PIL import Image
+    """Decode every image; raise one InputError listing the missing or unreadable ones.
+
+    A full decode, not a header check: a truncated file would otherwise pass here and stop the run at
+    its first batch, from inside a data-loader worker.
+    """
+    from .preprocess import load_image
 
     def problem(sample: Sample) -> str | None:
         if sample.image is None:
@@ -322,10 +328,9 @@ def check_images(samples: list[Sample], workers: int = 8) -> None:
         if not sample.image.is_file():
             return f"{sample.where}: {sample.image} (missing)"
         try:
-            with Image.open(sample.image) as image:
-                image.size  # noqa: B018  (the header parse is the check)
-        except Exception as exc:  # PIL raises many types for a foreign or broken file
-            return f"{sample.where}: {sample.image} ({type(exc).__name__})"
+            load_image(sample.image).close()
+        except InputError as exc:
+            return f"{sample.where}: {exc}"
         return None
 
     with ThreadPoolExecutor(max_workers=workers) as pool:

@@ -24,7 +24,7 @@ import torch
 
 from .config import ModelConfig, VaryConfig, VaryTinyConfig
 from .errors import VaryError
-from .output import fsync_dir
+from .output import OutputError, fsync_dir
 
 # fmt: off
 # Ours -> original names of the SAM vision vocabulary; "{sam}" is the family's prefix for it.
@@ -216,8 +216,11 @@ def write_directory(directory: Path, fill: Callable[[Path], None]) -> Path:
         else:
             os.replace(tmp, directory)
         fsync_dir(parent)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise OutputError(f"{directory}: cannot write the checkpoint ({exc.strerror or exc}); check that "
+                              "the directory is writable and the disk has space") from None
         raise
     return directory
 
@@ -259,8 +262,10 @@ def remove_stale(out_dir: Path) -> list[Path]:
 def prune(out_dir: Path, keep: int) -> list[Path]:
     """Keep the `keep` newest checkpoint-N directories and the one `latest` names; delete the rest."""
     latest = (Path(out_dir) / LATEST).read_text().strip() if (Path(out_dir) / LATEST).is_file() else None
-    checkpoints = sorted((p for p in Path(out_dir).glob("checkpoint-*") if p.is_dir()),
-                         key=lambda p: int(p.name.rsplit("-", 1)[1]) if p.name.rsplit("-", 1)[1].isdigit() else -1)
+    # Only our own checkpoint-N directories: a user's `checkpoint-best` is not ours to delete.
+    checkpoints = sorted((p for p in Path(out_dir).glob("checkpoint-*")
+                          if p.is_dir() and re.fullmatch(r"checkpoint-\d+", p.name)),
+                         key=lambda p: int(p.name.rsplit("-", 1)[1]))
     doomed = [p for p in checkpoints[:-keep] if p.name != latest] if keep > 0 else []
     for path in doomed:
         shutil.rmtree(path, ignore_errors=True)

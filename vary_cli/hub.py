@@ -134,12 +134,11 @@ def _read_lock(entry: ModelEntry) -> dict[str, Any] | None:
 
 
 def _write_lock(entry: ModelEntry, lock: dict[str, Any]) -> None:
-    # tmp + os.replace: a crash never leaves a half-written lock that would fail every later load.
-    path = lock_path(entry)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(lock, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    # Atomic, with a temporary name of its own: a crash never leaves a half-written lock, and two vary
+    # processes recording the same lock at once do not trip over each other's temporary file.
+    from .output import atomic_write_text
+
+    atomic_write_text(lock_path(entry), json.dumps(lock, indent=2, sort_keys=True) + "\n")
 
 
 def _cached(entry: ModelEntry, revision: str, partial: bool = False) -> tuple[Path, str] | None:

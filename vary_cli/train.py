@@ -35,6 +35,7 @@ from .config import VaryConfig, VaryTinyConfig
 from .data import DataReport, Sample, TrainDataset, check_images, collate, encode_all, file_fingerprint, read_samples
 from .errors import VaryError
 from .export import read_latest, remove_stale
+from .output import OutputError
 from .train_config import ADAM_BETAS, ADAM_EPS, TrainConfig
 from .train_dist import Dist, StepBatches, autocast_dtype, setup_distributed, wrap
 from .train_qwen import QwenRecipe
@@ -138,7 +139,10 @@ def _run(cfg: TrainConfig, dist: Dist, device: torch.device, progress: TrainProg
     amp = autocast_dtype(cfg.dtype, device)
     out = Path(cfg.out)
     if dist.main:
-        out.mkdir(parents=True, exist_ok=True)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"--out {out}: cannot create the directory ({exc.strerror or exc})") from None
         for path in remove_stale(out):
             progress.message(f"removed {path.name}, left by a run stopped while saving")
     dist.barrier()

@@ -124,9 +124,18 @@ def trim_metrics(path: Path, step: int) -> None:
     if not path.is_file():
         return
     lines = [line for line in path.read_text().splitlines() if line.strip()]
-    kept = [line for line in lines if json.loads(line).get("step", 0) <= step]
+    kept = [line for line in lines if (_metric_step(line) or 0) <= step and _metric_step(line) is not None]
     if len(kept) != len(lines):
         atomic_write_text(path, "".join(line + "\n" for line in kept))
+
+
+def _metric_step(line: str) -> int | None:
+    """The step of a metrics line; None for a line torn by a kill or a full disk (it is dropped)."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return record.get("step", 0) if isinstance(record, dict) else None
 
 
 def _rng_state() -> dict[str, Any]:
@@ -215,8 +224,10 @@ def target_loss(hidden: torch.Tensor, labels: torch.Tensor,
     selected = targets != IGNORE_INDEX
     states = hidden[:, :-1][selected]  # (N, W)
     wanted = targets[selected]  # (N,)
-    total = hidden.sum() * 0.0  # keeps the graph whole when no target is left
-    for start in range(0, wanted.shape[0], LOSS_CHUNK):
+    total = hidden.sum() * 0.0
+    # At least one (possibly empty) chunk: with no target left in this micro-batch the head must still be in
+    # the graph, or DDP's gradient reduction goes out of step between ranks (an empty chunk adds 0).
+    for start in range(0, max(wanted.shape[0], 1), LOSS_CHUNK):
         chunk_states, chunk_wanted = states[start:start + LOSS_CHUNK], wanted[start:start + LOSS_CHUNK]
         if torch.is_grad_enabled() and wanted.shape[0] > LOSS_CHUNK:
             from torch.utils.checkpoint import checkpoint
