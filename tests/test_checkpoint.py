@@ -50,6 +50,14 @@ def test_key_map_covers_the_full_size_release_on_meta(name, width):
     assert {k: tuple(v.shape) for k, v in converted.items()} == {k: tuple(v.shape) for k, v in ours.items()}
 
 
+def test_legacy_torch_save_format_loads_too(tmp_path):
+    directory = make_checkpoint(tmp_path / "ckpt")
+    state = torch.load(directory / "pytorch_model.bin", weights_only=True)
+    torch.save(state, directory / "pytorch_model.bin", _use_new_zipfile_serialization=False)  # no mmap possible
+    loaded = load_directory(directory, CPU, torch.float32)
+    assert torch.equal(loaded.model.lm_head.weight, state["lm_head.weight"])
+
+
 def test_w1_is_the_linear_branch_and_w2_the_gated_one(tiny_checkpoint):
     state = torch.load(tiny_checkpoint / "pytorch_model.bin", weights_only=True)
     loaded = load_directory(tiny_checkpoint, CPU, torch.float32)

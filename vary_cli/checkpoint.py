@@ -160,7 +160,7 @@ def read_weight_file(path: Path) -> Iterator[tuple[str, torch.Tensor]]:
                 for key in handle.keys():
                     yield key, handle.get_tensor(key)
         else:
-            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            state = _torch_load(path)
             if not isinstance(state, dict):
                 raise WeightsError(f"{path}: expected a state dict")
             yield from state.items()
@@ -169,6 +169,16 @@ def read_weight_file(path: Path) -> Iterator[tuple[str, torch.Tensor]]:
     except Exception as exc:  # torch/safetensors raise many types for a truncated or foreign file
         raise WeightsError(f"{path}: corrupt or unreadable weight file ({type(exc).__name__}: "
                            f"{str(exc).splitlines()[0] if str(exc) else ''}); download it again") from None
+
+
+def _torch_load(path: Path) -> object:
+    # mmap keeps peak memory at about one shard, but works only on torch's zip format; files written by
+    # torch.save(_use_new_zipfile_serialization=False) (older exports) are read whole instead.
+    import zipfile
+
+    if zipfile.is_zipfile(path):
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 @dataclass(frozen=True)
