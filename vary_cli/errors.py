@@ -34,3 +34,9 @@ class PromptError(VaryError):
     """Token ids and image features do not line up (image-pad count, `<img>`/`</img>` pairing)."""
 
     exit_code = 5
+
+
+def one_line(error: BaseException | str) -> str:
+    """An error's message on one line (whitespace runs collapsed), or its type's name when it has none."""
+    text = " ".join(str(error).split())
+    return text or (type(error).__name__ if isinstance(error, BaseException) else "")

@@ -20,7 +20,7 @@ import torch
 
 from .checkpoint import LoadedModel
 from .config import GenerationConfig
-from .errors import InputError, VaryError
+from .errors import InputError, VaryError, one_line
 from .generate import generate
 from .output import PageStore, atomic_write_text, settings_fingerprint, source_fingerprint
 from .preprocess import load_image
@@ -80,7 +80,7 @@ def _page_results(loaded: LoadedModel, source: str, batch: list[tuple[int | None
             _free_device_memory(loaded.device)
             return [r for item in batch for r in _page_results(loaded, source, [item], prompt, gen, progress)]
         return [PageResult(source=source, page=batch[0][0], text="", finish_reason="error", tokens=0,
-                           seconds=round(time.perf_counter() - started, 3), error=_one_line(exc))]
+                           seconds=round(time.perf_counter() - started, 3), error=one_line(exc)[:300])]
 
 
 def _result(loaded: LoadedModel, source: str, page: int | None, ids: list[int], reason: str,
@@ -138,7 +138,7 @@ def convert_document(loaded: LoadedModel, source: Path, output: Path | None, *, 
         todo = [n for n in wanted if key(n) not in done]
         for batch in _batches(document, todo, batch_size):
             broken = [PageResult(source=str(source), page=key(n), text="", finish_reason="error", tokens=0,
-                                 seconds=0.0, error=_one_line(image)) for n, image in batch
+                                 seconds=0.0, error=one_line(image)[:300]) for n, image in batch
                       if isinstance(image, Exception)]
             good = [(key(n), image) for n, image in batch if not isinstance(image, Exception)]
             for result in broken + (_page_results(loaded, str(source), good, prompt, gen, progress) if good else []):
@@ -186,9 +186,6 @@ def _free_device_memory(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.empty_cache()
 
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:300] or type(exc).__name__
 
 
 def default_batch_size(loaded: LoadedModel, max_new_tokens: int) -> int:

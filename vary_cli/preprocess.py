@@ -28,7 +28,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from .config import ClipVisionSpec, SamVisionSpec, VaryConfig
-from .errors import InputError
+from .errors import InputError, one_line
 
 # OpenAI CLIP's constants; Vary's SAM branch (BlipImageEvalProcessor) normalizes with the same ones.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -76,10 +76,10 @@ def load_image(path: Path | str) -> Image.Image:
             raise InputError(f"{path}: is a PDF, not an image; PDFs go through `vary convert`") from None
         raise InputError(f"{path}: not an image file that Pillow can read (PNG, JPEG, TIFF, ...)") from None
     except Image.DecompressionBombError as exc:
-        raise InputError(f"{path}: image too large to open safely ({_one_line(exc)})") from None
+        raise InputError(f"{path}: image too large to open safely ({one_line(exc)})") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         # Pillow reports broken data as any of these, depending on the codec.
-        raise InputError(f"{path}: truncated or corrupt image ({_one_line(exc)})") from None
+        raise InputError(f"{path}: truncated or corrupt image ({one_line(exc)})") from None
 
 
 def load_image_from_pil(image: Image.Image, name: str = "image") -> Image.Image:
@@ -101,7 +101,7 @@ def load_image_from_pil(image: Image.Image, name: str = "image") -> Image.Image:
             return Image.alpha_composite(white, rgba).convert("RGB")
         return image.convert("RGB")  # L, 1, P, CMYK, YCbCr, ...
     except ValueError as exc:
-        raise InputError(f"{name}: image mode {image.mode!r} cannot be converted to RGB ({_one_line(exc)})") from None
+        raise InputError(f"{name}: image mode {image.mode!r} cannot be converted to RGB ({one_line(exc)})") from None
 
 
 def clip_pixels(image: Image.Image, spec: ClipVisionSpec) -> torch.Tensor:
@@ -240,7 +240,3 @@ def _looks_like_pdf(path: Path) -> bool:
             return handle.read(5) == b"%PDF-" or path.suffix.lower() == ".pdf"
     except OSError:
         return path.suffix.lower() == ".pdf"
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__

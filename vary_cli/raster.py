@@ -26,7 +26,7 @@ from pdf2image import convert_from_path, pdfinfo_from_path
 from pdf2image.exceptions import (PDFInfoNotInstalledError, PDFPageCountError, PDFPopplerTimeoutError,
                                   PDFSyntaxError, PopplerNotInstalledError)
 
-from .errors import InputError
+from .errors import InputError, one_line
 
 PDF_SUFFIXES = frozenset({".pdf"})
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp", ".gif"})
@@ -235,7 +235,7 @@ class ImageDocument(Document):
                 return load_image_from_pil(image.copy(), name=f"{self.source} page {number}")
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
             raise InputError(f"{self.source}: page {number} of the TIFF is truncated or corrupt "
-                             f"({_one_line(exc)})") from None
+                             f"({one_line(exc)})") from None
 
 
 def open_document(path: Path | str) -> Document:
@@ -257,7 +257,7 @@ def open_document(path: Path | str) -> Document:
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
     except OSError as exc:
-        raise InputError(f"{path}: cannot read the file ({exc.strerror or _one_line(exc)})") from None
+        raise InputError(f"{path}: cannot read the file ({exc.strerror or one_line(exc)})") from None
     if size == 0:
         raise InputError(f"{path}: file is empty (0 bytes); nothing to convert")
     # Content decides, not the suffix. The PDF spec allows junk before the header within the first 1024
@@ -316,9 +316,9 @@ def _open_image(path: Path) -> ImageDocument:
         raise InputError(f"{path}: not a PDF or an image file that Pillow can read (PNG, JPEG, TIFF, "
                          "WebP, BMP, ...)") from None
     except Image.DecompressionBombError as exc:
-        raise InputError(f"{path}: image too large to open safely ({_one_line(exc)})") from None
+        raise InputError(f"{path}: image too large to open safely ({one_line(exc)})") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise InputError(f"{path}: truncated or corrupt image ({_one_line(exc)})") from None
+        raise InputError(f"{path}: truncated or corrupt image ({one_line(exc)})") from None
     return ImageDocument(path, max(int(frames), 1))
 
 
@@ -333,7 +333,3 @@ def _poppler_reason(exc: BaseException) -> str:
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     detail = [line for line in lines if "error" in line.lower() and not line.startswith("Unable to get")]
     return (detail[-1] if detail else lines[-1] if lines else type(exc).__name__)[:200]
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__

@@ -35,7 +35,7 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-from .errors import InputError
+from .errors import InputError, one_line
 from .results import PageResult
 
 FORMATS = ("md", "tex", "txt", "jsonl")
@@ -90,7 +90,7 @@ def render_jsonl(results: Sequence[PageResult]) -> str:
 def _page_body(result: PageResult, fmt: str) -> str:
     page = result.page or 1
     if result.finish_reason == "error":
-        return _marker(FAIL_MARKER.format(page=page), fmt, detail=_one_line(result.error or "unknown error"))
+        return _marker(FAIL_MARKER.format(page=page), fmt, detail=one_line(result.error or "unknown error"))
     text = result.text.rstrip()
     if result.finish_reason == "repetition":
         return _join(text, _marker(REPETITION_MARKER.format(page=page), fmt))
@@ -110,7 +110,3 @@ def _marker(marker: str, fmt: str, detail: str = "") -> str:
 
 def _join(text: str, marker: str) -> str:
     return f"{text}\n\n{marker}" if text else marker
-
-
-def _one_line(message: str) -> str:
-    return " ".join(message.split())
