@@ -45,3 +45,18 @@ def test_the_bundled_example_converts_through_the_real_entry_point(tiny_checkpoi
     assert run.returncode == 0, run.stderr
     assert re.findall(r"<!-- page (\d+) -->", out.read_text()) == ["1", "2"]
     assert "2 page(s), 0 failed page(s)" in run.stderr
+
+
+def test_bad_flags_are_one_line_through_the_console_script(tmp_path):
+    pdf = tmp_path / "doc.pdf"
+    pdf.write_bytes(b"%PDF-1.4\n")
+    for args, needle in ((["convert", str(pdf), "--format", "docx"], "--format must be one of"),
+                         (["convert", str(pdf), "--bogus"], "No such option: --bogus"),
+                         (["nosuch"], "No such command"),
+                         (["ocr"], "Missing argument")):
+        run = subprocess.run([sys.executable, "-m", "vary_cli", *args], capture_output=True, text=True, timeout=120)
+        assert run.returncode == 2, (args, run.stderr)
+        assert needle in run.stderr and len(run.stderr.strip().splitlines()) == 1, run.stderr
+        assert "Traceback" not in run.stderr
+    help_run = subprocess.run([sys.executable, "-m", "vary_cli", "--help"], capture_output=True, text=True, timeout=120)
+    assert help_run.returncode == 0 and "convert" in help_run.stdout

@@ -13,13 +13,14 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from .cli_common import (DebugOption, DeviceOption, DtypeOption, MaxTokensOption, ModelOption, PromptOption,
                          SeedOption, TemperatureOption, TopPOption, fail, generation_config, load_model, stderr)
 from .cli_convert import convert
 from .cli_models import models_app
 from .cli_train import graft_vocabulary, train
-from .errors import VaryError
+from .errors import VaryError, one_line
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
                   help="Turn PDFs and images into Markdown, LaTeX or text with the Vary vision-language models.")
@@ -79,7 +80,28 @@ app.add_typer(models_app, name="models", help="List, download, verify and remove
 
 
 def main() -> None:
-    app()
+    """The `vary` console script: the app, with usage errors (a bad flag or value) as one line on stderr."""
+    try:  # recent typer vendors click as typer._click; older typer uses click itself
+        from typer._click import exceptions as click
+    except ImportError:
+        from click import exceptions as click
+
+    try:
+        code = app(standalone_mode=False)
+    except click.NoArgsIsHelpError as help_request:  # plain `vary`: the help text, as usual
+        help_request.show()
+        code = help_request.exit_code
+    except click.UsageError as error:
+        command = error.ctx.command_path if error.ctx else "vary"
+        stderr.print(f"[red]error:[/red] {escape(one_line(error.format_message()))} (see `{command} --help`)")
+        code = error.exit_code
+    except click.ClickException as error:
+        stderr.print(f"[red]error:[/red] {escape(one_line(error.format_message()))}")
+        code = error.exit_code
+    except typer.Abort:  # Ctrl-C outside a command body
+        stderr.print("interrupted")
+        code = 130
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":
