@@ -5,7 +5,7 @@
     python bench/bench_infer.py --device cuda --dtype bf16
 
 It writes a release-layout checkpoint of seeded random weights (original key names, sharded
-safetensors) to a temporary directory, loads it through `vary_cli.checkpoint.load_directory` (the path a
+safetensors) to a temporary directory, loads it through `vary_cli.models.checkpoint.load_directory` (the path a
 user's download takes) and times each stage. Peak host memory is the process's max RSS. Nothing is
 downloaded. Results print as one JSON object per measurement.
 """
@@ -25,10 +25,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from vary_cli.checkpoint import build_on_meta, load_directory  # noqa: E402
-from vary_cli.config import PRESETS, GenerationConfig  # noqa: E402
-from vary_cli.device import resolve_device, resolve_dtype  # noqa: E402
-from vary_cli.generate import generate  # noqa: E402
+from vary_cli.models.checkpoint import build_on_meta, load_directory  # noqa: E402
+from vary_cli.convert.generate import GenerationConfig  # noqa: E402
+from vary_cli.models.config import PRESETS  # noqa: E402
+from vary_cli.weights.device import resolve_device, resolve_dtype  # noqa: E402
+from vary_cli.convert.generate import generate  # noqa: E402
 
 
 def max_rss_gib() -> float:
@@ -45,8 +46,8 @@ def write_random_release(directory: Path, config, shards: int) -> None:
     import dashscope
     import tiny_opt
 
-    from vary_cli.config import VaryTinyConfig
-    from vary_cli.export import save_release
+    from vary_cli.models.config import VaryTinyConfig
+    from vary_cli.models.export import save_release
 
     model = build_on_meta(config)
     shapes = {k: v.shape for k, v in model.state_dict().items()}

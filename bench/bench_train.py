@@ -2,7 +2,7 @@
 
 Builds the Vary-toy architecture (CLIP-L + SAM-B vocabulary + Qwen-1.8B; `--layers` to shrink the LLM
 when memory is short) with random weights, one synthetic batch (an image and an answer making
-`--seq` tokens in all), and times `--steps` optimizer steps of the real training code (train.py:
+`--seq` tokens in all), and times `--steps` optimizer steps of the real training code (train/loop.py:
 freezing, AdamW groups, batch_loss, clipping), with and without gradient checkpointing, each mode in
 its own process so the peak-memory numbers do not mix. CPU peak = the process's max RSS; CUDA peak =
 torch.cuda.max_memory_allocated.
@@ -29,11 +29,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 def one_mode(args: argparse.Namespace) -> dict:
     import torch
 
-    from vary_cli.config import preset
-    from vary_cli.data import IGNORE_INDEX
-    from vary_cli.model import VaryQwenForCausalLM
-    from vary_cli.train import enable_gradient_checkpointing, parameter_groups
-    from vary_cli.train_qwen import batch_loss, set_trainable
+    from vary_cli.models.config import preset
+    from vary_cli.train.dataset import IGNORE_INDEX
+    from vary_cli.models.vary_qwen import VaryQwenForCausalLM
+    from vary_cli.train.loop import enable_gradient_checkpointing, parameter_groups
+    from vary_cli.train.qwen import batch_loss, set_trainable
 
     torch.manual_seed(0)
     device = torch.device(args.device)
@@ -103,9 +103,9 @@ def full_size_state_gib() -> float:
     4 bytes per frozen parameter, 16 per trainable one. Activations come on top."""
     import torch
 
-    from vary_cli.config import preset
-    from vary_cli.model import VaryQwenForCausalLM
-    from vary_cli.train_qwen import set_trainable
+    from vary_cli.models.config import preset
+    from vary_cli.models.vary_qwen import VaryQwenForCausalLM
+    from vary_cli.train.qwen import set_trainable
 
     with torch.device("meta"):
         model = VaryQwenForCausalLM(preset("vary-toy"))

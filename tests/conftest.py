@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from tiny_vocab import TINY_VOCAB_SIZE, tiny_id, write_tiny_tiktoken  # noqa: E402
 
-from vary_cli.config import ClipVisionSpec, QwenLMConfig, SamVisionSpec, VaryConfig  # noqa: E402
+from vary_cli.models.config import ClipVisionSpec, QwenLMConfig, SamVisionSpec, VaryConfig  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -48,7 +48,7 @@ def tiny_config(seq_length: int = 8192, hidden: int = 64, prompt_style: str | No
 
 def random_model(config: VaryConfig, seed: int = 0):
     """Our model with every tensor drawn from a seeded normal (norm weights around 1)."""
-    from vary_cli.model import VaryQwenForCausalLM
+    from vary_cli.models.vary_qwen import VaryQwenForCausalLM
 
     torch.manual_seed(seed)
     model = VaryQwenForCausalLM(config)

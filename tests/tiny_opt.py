@@ -20,7 +20,7 @@ try:
 except ImportError:  # transformers 4.x keeps it with the slow GPT-2 tokenizer
     from transformers.models.gpt2.tokenization_gpt2 import bytes_to_unicode
 
-from vary_cli.config import OPTLMConfig, SamVisionSpec, VaryTinyConfig
+from vary_cli.models.config import OPTLMConfig, SamVisionSpec, VaryTinyConfig
 
 SPECIALS = ["<s>", "<pad>", "</s>", "<unk>"]
 EMBED_STD, LAYER_STD = 0.05, 0.2
@@ -79,7 +79,7 @@ def tiny_opt_config(tie: bool = True, max_positions: int = 512) -> VaryTinyConfi
 
 def random_opt_model(config: VaryTinyConfig, seed: int = 0):
     """Our Vary-tiny model with every tensor drawn from a seeded normal (norm weights around 1)."""
-    from vary_cli.model_opt import VaryOPTForCausalLM
+    from vary_cli.models.vary_opt import VaryOPTForCausalLM
 
     torch.manual_seed(seed)
     model = VaryOPTForCausalLM(config)

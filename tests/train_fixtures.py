@@ -7,7 +7,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from vary_cli.train_config import TrainConfig
+from vary_cli.train.config import TrainConfig
 
 ANSWERS = ("alpha 12", "beta 345", "gamma 6789", "delta 0")
 
@@ -63,7 +63,7 @@ def weights(directory: Path) -> dict:
 if __name__ == "__main__":  # a torchrun worker: python -m torch.distributed.run ... train_fixtures.py JSON
     import sys
 
-    from vary_cli.train import run
+    from vary_cli.train.loop import run
 
     settings = json.loads(sys.argv[1])
     model, data, out = (Path(settings.pop(k)) for k in ("model", "data", "out"))

@@ -3,6 +3,20 @@
 The Python API is the one the CLI calls: `load(name_or_dir, device=..., dtype=...)` returns a ready
 model, `convert_document(loaded, source, output, ...)` converts one document and `ocr_images(...)`
 reads images.
+
+The package is one folder per subsystem. Folders, lowest first; each imports only from itself and the
+ones above it in this list (tests/test_layering.py checks it):
+
+    errors.py   typed errors (`VaryError` and its kinds); imports nothing of ours
+    files.py    atomic file writes and durable renames
+    weights/    the weights.toml registry, hub downloads with hash checks, device and dtype choice
+    text/       tokenizers (Qwen-1 tiktoken, OPT GPT-2 BPE) and each release's prompt templates
+    models/     Vary-Qwen and Vary-OPT modules, config, preprocessing, the key table, load, save, LoadedModel
+    convert/    the page pipeline: raster -> preprocess -> model -> generate -> render -> output
+    eval/       the paper's metrics, benchmark readers and reports (`vary eval`)
+    train/      `vary train`: data and masking, recipes, distributed wrappers, resumable loop
+    data/       the data engine that writes `vary train`'s data (`vary data`)
+    cli/        the Typer app, one module per command group; the only folder that prints or exits
 """
 
 import os
@@ -15,21 +29,21 @@ __version__ = "0.1.0"
 
 def load(name_or_dir, device: str = "auto", dtype: str = "auto"):
     """Load a model by registry name or checkpoint directory (see `checkpoint.load`)."""
-    from .checkpoint import load as _load
+    from .models.checkpoint import load as _load
 
     return _load(name_or_dir, device=device, dtype=dtype)
 
 
 def convert_document(*args, **kwargs):
     """Convert one PDF or image file (see `pipeline.convert_document`)."""
-    from .pipeline import convert_document as _convert
+    from .convert.pipeline import convert_document as _convert
 
     return _convert(*args, **kwargs)
 
 
 def ocr_images(*args, **kwargs):
     """Read image files one at a time (see `pipeline.ocr_images`)."""
-    from .pipeline import ocr_images as _ocr
+    from .convert.pipeline import ocr_images as _ocr
 
     return _ocr(*args, **kwargs)
 

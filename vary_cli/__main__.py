@@ -1,5 +1,5 @@
 """`python -m vary_cli` runs the `vary` command line."""
 
-from .cli import main
+from .cli.app import main
 
 main()

@@ -1,7 +1,7 @@
 """Typed errors of the library.
 
 Every error a user can cause (a bad file, a broken checkpoint, a missing device) is a `VaryError`
-subclass whose message names the thing and the fix. Only `cli.py` turns them into one red line and an
+subclass whose message names the thing and the fix. Only `cli/app.py` turns them into one red line and an
 exit code; library code never prints or exits.
 """
 
@@ -28,6 +28,10 @@ class DeviceError(VaryError):
     """The requested device or dtype is not available on this machine."""
 
     exit_code = 4
+
+
+class OutputError(VaryError):
+    """An output file or its resume state cannot be written (permissions, full disk, clashing names)."""
 
 
 class PromptError(VaryError):

@@ -12,12 +12,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_hub import FILES, REPO, FakeHub  # the fake hub lives beside the hub tests
+from fake_hub import FILES, REPO, FakeHub
 from typer.testing import CliRunner
 
-from vary_cli import hub, registry
-from vary_cli.cli_models import models_app
-from vary_cli.registry import ModelEntry
+from vary_cli.weights import hub
+
+from vary_cli.weights import registry
+from vary_cli.cli.models import models_app
+from vary_cli.weights.registry import ModelEntry
 
 TINY = ModelEntry(name="tiny", arch="vary-toy", repo=REPO, revision="main",
                   files=("config.json", "*.bin", "qwen.tiktoken"), size="1 KB", description="test model")
@@ -117,11 +119,11 @@ def test_rm_asks_then_removes() -> None:
 
 
 def test_models_commands_do_not_import_torch(tmp_path: Path) -> None:
-    code = ("import sys; from typer.testing import CliRunner; from vary_cli.cli_models import models_app; "
+    code = ("import sys; from typer.testing import CliRunner; from vary_cli.cli.models import models_app; "
             "r = CliRunner().invoke(models_app, ['list']); assert r.exit_code == 0, r.output; "
             "print('torch' in sys.modules)")
     env = {**os.environ, "VARY_HOME": str(tmp_path / "vary"), "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

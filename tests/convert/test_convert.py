@@ -12,12 +12,12 @@ import torch
 from PIL import Image, ImageDraw
 from typer.testing import CliRunner
 
-from vary_cli import pipeline
-from vary_cli.checkpoint import load_directory
-from vary_cli.cli import app
-from vary_cli.config import GenerationConfig
+from vary_cli.convert import pipeline
+from vary_cli.models.checkpoint import load_directory
+from vary_cli.cli.app import app
+from vary_cli.convert.generate import GenerationConfig
 from vary_cli.errors import InputError
-from vary_cli.output import sidecar_path
+from vary_cli.convert.output import sidecar_path
 
 GEN = GenerationConfig(max_new_tokens=6)
 
@@ -84,7 +84,7 @@ def test_a_looping_page_is_cut_and_marked(loaded, pdf, monkeypatch):
     def looping(model, prompts, features, gen, stop_ids, pad_id, on_token=None):
         out = real(model, prompts, features, gen, stop_ids, pad_id, on_token)
         for g in out:  # what a looping page model produces, run through the real guard
-            from vary_cli.generate import RepetitionGuard
+            from vary_cli.convert.generate import RepetitionGuard
 
             guard = RepetitionGuard(gen.repetition_span, gen.repetition_max_period, gen.repetition_min_repeats)
             tokens = g.token_ids[:3] + [65, 66, 67] * 200
@@ -136,9 +136,10 @@ def test_finished_outputs_are_skipped_unless_recompute(loaded, pdf, tmp_path):
 KILLER = """
 import os, signal, sys, torch
 from pathlib import Path
-from vary_cli import output, pipeline
-from vary_cli.checkpoint import load_directory
-from vary_cli.config import GenerationConfig
+from vary_cli.convert import output
+from vary_cli.convert import pipeline
+from vary_cli.models.checkpoint import load_directory
+from vary_cli.convert.generate import GenerationConfig
 added = []
 real_add = output.PageStore.add
 def add(self, result):
@@ -163,7 +164,7 @@ print("generated", len(generated))
 def test_kill_and_resume_equals_an_uninterrupted_run(tiny_checkpoint, pdf, tmp_path):
     script = tmp_path / "run.py"
     script.write_text(KILLER)
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
     killed = tmp_path / "killed.md"
     run = subprocess.run([sys.executable, str(script), str(tiny_checkpoint), str(pdf), str(killed), "3"],
                          env=env, capture_output=True, text=True)
@@ -211,7 +212,7 @@ def test_cli_single_output_by_suffix_and_bad_flags(tiny_checkpoint, pdf, tmp_pat
 
 
 def test_ctrl_c_exits_130_in_one_line_and_keeps_finished_pages(tiny_checkpoint, pdf, tmp_path, monkeypatch):
-    from vary_cli import output
+    from vary_cli.convert import output
 
     real_add = output.PageStore.add
     added = []

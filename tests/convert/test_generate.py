@@ -2,8 +2,8 @@
 
 import torch
 
-from vary_cli.config import GenerationConfig
-from vary_cli.generate import RepetitionGuard, generate
+from vary_cli.convert.generate import GenerationConfig
+from vary_cli.convert.generate import RepetitionGuard, generate
 
 
 class ScriptedModel(torch.nn.Module):

@@ -7,10 +7,12 @@ import os
 
 import pytest
 
-from vary_cli import output
-from vary_cli.output import (OutputError, PageStore, atomic_write_text, is_finished, output_path_for,
-                             plan_outputs, settings_fingerprint, sidecar_path, source_fingerprint)
-from vary_cli.results import PageResult
+from vary_cli import files
+from vary_cli.errors import OutputError
+from vary_cli.files import atomic_write_text
+from vary_cli.convert.output import (PageStore, is_finished, output_path_for,
+                                     plan_outputs, settings_fingerprint, sidecar_path, source_fingerprint)
+from vary_cli.convert.results import PageResult
 
 
 def page(n, text=None, reason="stop", error=None):
@@ -56,7 +58,7 @@ def fail_midway(monkeypatch):
         handle.write = write
         return handle
 
-    monkeypatch.setattr(output.os, "fdopen", fdopen)
+    monkeypatch.setattr(files.os, "fdopen", fdopen)
 
 
 def test_failed_write_leaves_no_partial_target_and_no_tmp(tmp_path, monkeypatch):
@@ -81,7 +83,7 @@ def test_os_errors_become_one_line_output_errors(tmp_path, monkeypatch):
     def full(fd):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(output.os, "fsync", full)
+    monkeypatch.setattr(files.os, "fsync", full)
     with pytest.raises(OutputError, match=r"a\.md: cannot write the output \(No space left on device\)"):
         atomic_write_text(tmp_path / "a.md", "x")
     assert list(tmp_path.iterdir()) == []

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from vary_cli import raster
+from vary_cli.convert import raster
 from vary_cli.errors import InputError
-from vary_cli.raster import (PopplerMissingError, discover_inputs, open_document, parse_page_ranges,
-                             select_pages)
+from vary_cli.convert.raster import (PopplerMissingError, discover_inputs, open_document, parse_page_ranges,
+                                     select_pages)
 
 needs_poppler = pytest.mark.skipif(shutil.which("pdftoppm") is None or shutil.which("pdfinfo") is None,
                                    reason="poppler-utils not installed")
@@ -262,6 +262,7 @@ def test_truncated_image_fails_when_its_page_is_read(tmp_path):
 def test_module_does_not_import_torch_at_import_time():
     import subprocess
 
-    code = "import sys, vary_cli.raster, vary_cli.render, vary_cli.output; print('torch' in sys.modules)"
+    code = ("import sys, vary_cli.convert.raster, vary_cli.convert.render, vary_cli.convert.output; "
+            "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

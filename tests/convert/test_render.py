@@ -8,8 +8,8 @@ import re
 import pytest
 
 from vary_cli.errors import InputError
-from vary_cli.render import JSONL_KEYS, format_from_suffix, render_document, render_jsonl
-from vary_cli.results import PageResult
+from vary_cli.convert.render import JSONL_KEYS, format_from_suffix, render_document, render_jsonl
+from vary_cli.convert.results import PageResult
 
 
 def page(n, text="", reason="stop", error=None, source="doc.pdf"):

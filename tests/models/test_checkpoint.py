@@ -8,9 +8,10 @@ import torch
 from typer.testing import CliRunner
 
 from conftest import make_checkpoint, random_model, tiny_config, to_release_state_dict
-from vary_cli.checkpoint import build_on_meta, convert_state_dict, load_directory
-from vary_cli.cli import app
-from vary_cli.config import PRESETS
+from vary_cli.models.checkpoint import build_on_meta, load_directory
+from vary_cli.models.keys import convert_state_dict
+from vary_cli.cli.app import app
+from vary_cli.models.config import PRESETS
 from vary_cli.errors import WeightsError
 
 CPU = torch.device("cpu")

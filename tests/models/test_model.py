@@ -1,4 +1,4 @@
-"""model.py + generate.py against the independent reference of the spec's formulas (tests/reference_vary.py).
+"""models/vary_qwen.py + convert/generate.py against the independent reference of the spec's formulas (tests/reference_vary.py).
 
 Everything runs in float64 so that any difference is a difference of function, not of rounding. The
 tiny checkpoints are loaded through the user's path (`load_directory`), so these tests also cover the
@@ -13,12 +13,12 @@ from transformers import CLIPVisionConfig, CLIPVisionModel
 
 import reference_vary as ref
 from conftest import tiny_config
-from vary_cli.checkpoint import load_directory, read_config
-from vary_cli.config import GenerationConfig
+from vary_cli.models.checkpoint import load_directory, read_config
+from vary_cli.convert.generate import GenerationConfig
 from vary_cli.errors import PromptError
-from vary_cli.generate import generate
-from vary_cli.model import attention_bias, check_image_tokens, ntk_alpha
-from vary_cli.preprocess import load_image, preprocess_page
+from vary_cli.convert.generate import generate
+from vary_cli.models.vary_qwen import attention_bias, check_image_tokens, ntk_alpha
+from vary_cli.models.preprocess import load_image, preprocess_page
 
 F64 = torch.float64
 
@@ -137,7 +137,7 @@ def test_image_token_checks_raise_prompt_errors():
 
 
 def test_each_release_preprocesses_the_sam_branch_as_its_own_demo(page_image):
-    from vary_cli.preprocess import linear_imagenet_pixels, sam_pixels
+    from vary_cli.models.preprocess import linear_imagenet_pixels, sam_pixels
 
     image = load_image(page_image)
     toy, base = tiny_config(prompt_style="vary-toy"), tiny_config(prompt_style="vary-base")

@@ -7,18 +7,18 @@ import pytest
 import torch
 from PIL import Image
 
-from vary_cli.config import ClipVisionSpec, SamVisionSpec, VaryConfig
+from vary_cli.models.config import ClipVisionSpec, SamVisionSpec, VaryConfig
 from vary_cli.errors import InputError
-from vary_cli.preprocess import (
-    CLIP_MEAN,
-    CLIP_STD,
-    PagePixels,
-    clip_pixels,
-    load_image,
-    load_image_from_pil,
-    preprocess_page,
-    sam_pixels,
-)
+from vary_cli.models.preprocess import (
+                                        CLIP_MEAN,
+                                        CLIP_STD,
+                                        PagePixels,
+                                        clip_pixels,
+                                        load_image,
+                                        load_image_from_pil,
+                                        preprocess_page,
+                                        sam_pixels,
+                                        )
 
 CLIP = ClipVisionSpec(image_size=28, patch_size=7)  # 16 patches
 SAM = SamVisionSpec(image_size=64, patch_size=4)  # 16 tokens after the two stride-2 convs

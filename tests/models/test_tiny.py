@@ -21,21 +21,23 @@ from PIL import Image
 from tiny_opt import IMAGE_TOKENS, make_tiny_checkpoint, tiny_bpe, tiny_opt_config, to_release_state_dict
 from transformers import OPTConfig, OPTForCausalLM
 
-from vary_cli.checkpoint import ORIGINAL_TO_OURS, build_on_meta, convert_state_dict, load_directory, read_config
-from vary_cli.config import GenerationConfig, VaryConfig, VaryTinyConfig, config_from_release, preset
+from vary_cli.models.checkpoint import build_on_meta, load_directory, read_config
+from vary_cli.models.keys import KEY_TABLE, SAM_PREFIXES, TINY, convert_state_dict, to_original, to_ours
+from vary_cli.models.config import VaryConfig, VaryTinyConfig, config_from_release, preset
+from vary_cli.convert.generate import GenerationConfig
 from vary_cli.errors import PromptError, WeightsError
-from vary_cli.generate import generate
-from vary_cli.model import attention_bias
-from vary_cli.preprocess import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    load_image,
-    resize_linear_like_opencv,
-    sam_pixels,
-    linear_imagenet_pixels,
-)
-from vary_cli.prompts import V1_SYSTEM
-from vary_cli.tokenizer_gpt2 import OPTTokenizer
+from vary_cli.convert.generate import generate
+from vary_cli.models.vary_qwen import attention_bias
+from vary_cli.models.preprocess import (
+                                        IMAGENET_MEAN,
+                                        IMAGENET_STD,
+                                        load_image,
+                                        resize_linear_like_opencv,
+                                        sam_pixels,
+                                        linear_imagenet_pixels,
+                                        )
+from vary_cli.text.prompts import V1_SYSTEM
+from vary_cli.text.gpt2_tokenizer import OPTTokenizer
 
 F64 = torch.float64
 CPU = torch.device("cpu")
@@ -280,10 +282,32 @@ def test_key_map_at_real_size_on_meta():
 
 
 def test_one_key_table_serves_both_families():
-    sources = " ".join(pattern for pattern, _ in ORIGINAL_TO_OURS)
-    assert "transformer" in sources and "model\\.decoder" in sources
-    sam_rows = [p for p, target in ORIGINAL_TO_OURS if target and target.startswith("vision_tower_high.")]
-    assert sam_rows and all("vision_tower_2" in p and "vision_tower_high" in p for p in sam_rows)
+    families = {family for _, _, fams in KEY_TABLE for family in fams}
+    assert families == {"qwen", "tiny"}
+    # Every SAM row loads under each release's prefix and saves under the family's own.
+    for prefix in SAM_PREFIXES:
+        assert to_ours(f"{prefix}.blocks.3.norm1.weight") == "vision_tower_high.layers.3.layer_norm1.weight"
+    assert to_original("vision_tower_high.layers.3.layer_norm1.weight", TINY) == (
+        "model.vision_tower_2.blocks.3.norm1.weight", None)
+    assert to_original("vision_tower_high.layers.3.layer_norm1.weight", "qwen") == (
+        "transformer.vision_tower_high.blocks.3.norm1.weight", None)
+
+
+def test_key_table_rows_round_trip_in_both_directions():
+    sample = {"n": "7", "wb": "bias", "rest": "a.b.weight", "attn_or_mlp": "mlp", "net": "net_3",
+              "projector": "mm_projector_vary", "buffer": "masked_bias", "qkv": "k"}
+    for original, ours, families in KEY_TABLE:
+        for family in families:
+            sam = {"qwen": "transformer.vision_tower_high", "tiny": "model.vision_tower_2"}[family]
+            name = original.format(**sample, sam=sam)
+            if ours is None:
+                assert to_ours(name) is None
+                continue
+            loaded = to_ours(name)
+            expected = ours.replace("{qkv}", "\x00").format(**sample).replace("\x00", "{qkv}")
+            assert loaded == expected, original
+            saved, which = to_original(loaded.replace("{qkv}", "k"), family)
+            assert saved == name and which == ("k" if "{qkv}" in ours else None)
 
 
 def test_tokenizer_files_missing_or_foreign(tmp_path, tiny_opt_checkpoint):

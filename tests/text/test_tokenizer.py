@@ -1,4 +1,4 @@
-"""tokenizer.py and prompts.py: real Qwen-1 ids (from dashscope's reference tokenizer), special tokens, templates."""
+"""text/qwen_tokenizer.py and text/prompts.py: real Qwen-1 ids (from dashscope's reference tokenizer), special tokens, templates."""
 
 import base64
 from pathlib import Path
@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from vary_cli.errors import WeightsError
-from vary_cli.prompts import PRESETS, build_prompt_ids, resolve_prompt, template_text
-from vary_cli.tokenizer import QwenTokenizer, StreamDecoder
+from vary_cli.text.prompts import PRESETS, build_prompt_ids, resolve_prompt, template_text
+from vary_cli.text.qwen_tokenizer import QwenTokenizer, StreamDecoder
 
 dashscope = pytest.importorskip("dashscope")
 REAL_FILE = Path(dashscope.__file__).parent / "resources" / "qwen.tiktoken"

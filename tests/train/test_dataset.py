@@ -1,4 +1,4 @@
-"""data.py: data file parsing and validation, the template and label mask of training.md §3, batching."""
+"""train/dataset.py: data file parsing and validation, the template and label mask of training.md §3, batching."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import torch
 
 from tiny_vocab import tiny_id, write_tiny_tiktoken
 from train_fixtures import write_data
-from vary_cli.data import IGNORE_INDEX, check_images, collate, encode_all, encode_conversation, ocr_question, \
+from vary_cli.train.dataset import IGNORE_INDEX, check_images, collate, encode_all, encode_conversation, ocr_question, \
     read_samples
 from vary_cli.errors import InputError
-from vary_cli.prompts import build_prompt_ids
-from vary_cli.tokenizer import QwenTokenizer
+from vary_cli.text.prompts import build_prompt_ids
+from vary_cli.text.qwen_tokenizer import QwenTokenizer
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +68,7 @@ def test_multi_turn_mask_keeps_every_answer_and_its_im_end(tiny_tokenizer):
 
 
 def test_truncation_cuts_the_tail_and_is_counted(tiny_tokenizer, tiny_checkpoint):
-    from vary_cli.checkpoint import read_config
+    from vary_cli.models.checkpoint import read_config
 
     config = read_config(tiny_checkpoint)
     turns = (("human", "<image>\nQ"), ("gpt", "x" * 50))

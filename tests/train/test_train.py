@@ -1,4 +1,4 @@
-"""train.py and export.py on tiny release-layout checkpoints: loss, freezing, schedule, overfitting,
+"""train/loop.py and models/export.py on tiny release-layout checkpoints: loss, freezing, schedule, overfitting,
 checkpoints that load through the normal loader, exact resume, atomic saves, and DDP under torchrun."""
 
 from __future__ import annotations
@@ -14,15 +14,16 @@ import torch
 
 from conftest import random_model, tiny_config, to_release_state_dict as independent_release_names
 from train_fixtures import ANSWERS, fast_config, weights, write_data
-from vary_cli.checkpoint import convert_state_dict, load, load_directory
-from vary_cli.data import IGNORE_INDEX, TrainDataset, collate, read_samples
+from vary_cli.models.checkpoint import load, load_directory
+from vary_cli.train.dataset import IGNORE_INDEX, TrainDataset, collate, read_samples
 from vary_cli.errors import VaryError
-from vary_cli.export import LATEST, to_release_state_dict
-from vary_cli.model import attention_bias
-from vary_cli.train import cosine_with_warmup, parameter_groups, run
-from vary_cli.train_qwen import batch_loss, set_trainable
+from vary_cli.models.export import LATEST
+from vary_cli.models.keys import convert_state_dict, to_release_state_dict
+from vary_cli.models.vary_qwen import attention_bias
+from vary_cli.train.loop import cosine_with_warmup, parameter_groups, run
+from vary_cli.train.qwen import batch_loss, set_trainable
 
-TESTS = Path(__file__).parent
+TESTS = Path(__file__).parents[1]  # tests/, where the shared fixtures live
 
 
 def _free_port() -> int:
@@ -119,8 +120,8 @@ def test_release_names_round_trip_through_the_loader_table():
 
 
 def test_overfits_and_the_checkpoint_reads_the_trained_text(tiny_checkpoint, data, tmp_path):
-    from vary_cli.config import GenerationConfig
-    from vary_cli.pipeline import ocr_images
+    from vary_cli.convert.generate import GenerationConfig
+    from vary_cli.convert.pipeline import ocr_images
 
     out = tmp_path / "out"
     two = write_data(tmp_path / "data", answers=ANSWERS[:2])
@@ -207,7 +208,7 @@ def test_two_process_ddp_matches_one_process(tiny_checkpoint, data, tmp_path):
 
 
 def test_a_micro_batch_without_targets_keeps_the_head_in_the_graph():
-    from vary_cli.train_state import target_loss
+    from vary_cli.train.state import target_loss
 
     head = torch.nn.Linear(4, 7)
     hidden = torch.randn(1, 5, 4, requires_grad=True)
@@ -219,7 +220,7 @@ def test_a_micro_batch_without_targets_keeps_the_head_in_the_graph():
 
 
 def test_prune_keeps_directories_that_are_not_ours(tmp_path):
-    from vary_cli.export import prune
+    from vary_cli.models.export import prune
 
     for name in ("checkpoint-best", "checkpoint-10", "checkpoint-20", "checkpoint-30"):
         (tmp_path / name).mkdir()
@@ -229,7 +230,7 @@ def test_prune_keeps_directories_that_are_not_ours(tmp_path):
 
 
 def test_a_torn_metrics_line_does_not_block_resume(tmp_path):
-    from vary_cli.train_state import trim_metrics
+    from vary_cli.train.state import trim_metrics
 
     path = tmp_path / "metrics.jsonl"
     path.write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.5}\n{"step": 3, "lo')
@@ -240,7 +241,7 @@ def test_a_torn_metrics_line_does_not_block_resume(tmp_path):
 def test_an_unwritable_out_is_one_line(tiny_checkpoint, tmp_path):
     from typer.testing import CliRunner
 
-    from vary_cli.cli import app
+    from vary_cli.cli.app import app
 
     data = write_data(tmp_path / "data")
     blocker = tmp_path / "afile"
@@ -254,7 +255,7 @@ def test_an_unwritable_out_is_one_line(tiny_checkpoint, tmp_path):
 def test_resuming_a_finished_run_says_so_in_one_line(tiny_checkpoint, tmp_path):
     from typer.testing import CliRunner
 
-    from vary_cli.cli import app
+    from vary_cli.cli.app import app
 
     data = write_data(tmp_path / "data")
     args = ["train", "--sft", str(data), "--model", str(tiny_checkpoint), "--out", str(tmp_path / "out"),

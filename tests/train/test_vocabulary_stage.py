@@ -16,12 +16,12 @@ from typer.testing import CliRunner
 
 from tiny_opt import random_opt_model, tiny_opt_config, to_release_state_dict as tiny_release_names
 from train_fixtures import weights, write_data
-from vary_cli.checkpoint import load_directory, read_weight_file, weight_files
-from vary_cli.data import IGNORE_INDEX, TrainDataset, collate, encode_vocabulary_sample, read_samples
+from vary_cli.models.checkpoint import load_directory, read_weight_file, weight_files
+from vary_cli.train.dataset import IGNORE_INDEX, TrainDataset, collate, encode_vocabulary_sample, read_samples
 from vary_cli.errors import WeightsError
-from vary_cli.model import VisionVocabulary, attention_bias
-from vary_cli.tokenizer_gpt2 import OPTTokenizer
-from vary_cli.train_config import TrainConfig
+from vary_cli.models.vary_qwen import VisionVocabulary, attention_bias
+from vary_cli.text.gpt2_tokenizer import OPTTokenizer
+from vary_cli.train.config import TrainConfig
 
 CPU = torch.device("cpu")
 ANSWERS = ("the page 123", "Read every word")
@@ -125,7 +125,7 @@ def _independent_loss(loaded, batch) -> tuple[float, int]:
 
 
 def test_one_batch_loss_matches_an_independent_computation(tiny_opt_checkpoint, pairs):
-    from vary_cli.train_vocabulary import vocabulary_loss
+    from vary_cli.train.vocabulary import vocabulary_loss
 
     loaded = load_directory(tiny_opt_checkpoint, CPU, torch.float32)
     dataset = TrainDataset(read_samples(pairs, "vary-tiny"), loaded.tokenizer, loaded.config, 512)
@@ -146,9 +146,10 @@ def _config(model: Path, data: Path, out: Path, **changes) -> TrainConfig:
 
 
 def test_overfits_two_pages_and_ocr_with_an_empty_prompt_reads_them_back(tiny_opt_checkpoint, pairs, tmp_path):
-    from vary_cli.config import GenerationConfig, VaryTinyConfig
-    from vary_cli.pipeline import ocr_images
-    from vary_cli.train import run
+    from vary_cli.models.config import VaryTinyConfig
+    from vary_cli.convert.generate import GenerationConfig
+    from vary_cli.convert.pipeline import ocr_images
+    from vary_cli.train.loop import run
 
     cfg = _config(tiny_opt_checkpoint, pairs, tmp_path / "out")
     assert (cfg.max_length, cfg.warmup_ratio, cfg.gradient_checkpointing) == (512, 0.0, False)  # the stage's
@@ -197,7 +198,7 @@ def fake_sam_file(path: Path, seed: int = 3) -> dict[str, torch.Tensor]:
 
 
 def test_sam_weights_init_maps_every_key(tmp_path):
-    from vary_cli.train_vocabulary import init_vocabulary, read_sam_encoder
+    from vary_cli.train.vocabulary import init_vocabulary, read_sam_encoder
 
     expected = fake_sam_file(tmp_path / "sam_vit_b.pth")
     read = read_sam_encoder(tmp_path / "sam_vit_b.pth", tiny_opt_config().sam)
@@ -226,7 +227,7 @@ def test_sam_weights_init_maps_every_key(tmp_path):
 
 
 def test_cli_vocabulary_run_from_sam_weights(tiny_opt_checkpoint, pairs, tmp_path):
-    from vary_cli.cli import app
+    from vary_cli.cli.app import app
 
     expected = fake_sam_file(tmp_path / "sam.pth")
     out = tmp_path / "out"
@@ -244,7 +245,7 @@ def test_cli_vocabulary_run_from_sam_weights(tiny_opt_checkpoint, pairs, tmp_pat
 
 def test_vocabulary_stage_needs_a_vary_tiny_model(tiny_checkpoint, pairs, tmp_path):
     from vary_cli.errors import VaryError
-    from vary_cli.train import run
+    from vary_cli.train.loop import run
 
     with pytest.raises(VaryError, match=r"--vocabulary trains Vary-tiny \(OPT\), but .* is Vary-toy"):
         run(_config(tiny_checkpoint, pairs, tmp_path / "out"))
@@ -255,7 +256,7 @@ def _release_tensors(directory: Path) -> dict[str, torch.Tensor]:
 
 
 def test_graft_puts_the_tiny_vocabulary_into_vary_toy(tiny_opt_checkpoint, tiny_checkpoint, tmp_path):
-    from vary_cli.cli_train import graft_vocabulary
+    from vary_cli.cli.train import graft_vocabulary
 
     app = typer.Typer()
     app.command()(graft_vocabulary)
@@ -284,7 +285,7 @@ def test_graft_puts_the_tiny_vocabulary_into_vary_toy(tiny_opt_checkpoint, tiny_
 
 
 def test_graft_refuses_mismatched_shapes_and_writes_nothing(tiny_opt_checkpoint, tiny_checkpoint, tmp_path):
-    from vary_cli.graft import graft_vocabulary
+    from vary_cli.train.graft import graft_vocabulary
 
     tampered = tmp_path / "tampered"
     shutil.copytree(tiny_opt_checkpoint, tampered)
@@ -301,8 +302,8 @@ def test_graft_refuses_mismatched_shapes_and_writes_nothing(tiny_opt_checkpoint,
 
 
 def test_everything_trains_with_the_original_decay_groups():
-    from vary_cli.train import parameter_groups
-    from vary_cli.train_vocabulary import VocabularyRecipe
+    from vary_cli.train.loop import parameter_groups
+    from vary_cli.train.vocabulary import VocabularyRecipe
 
     model = random_opt_model(tiny_opt_config())
     model.requires_grad_(False)
@@ -323,7 +324,7 @@ def test_everything_trains_with_the_original_decay_groups():
 
 
 def test_kill_and_resume_with_dropout_gives_the_same_weights(tiny_opt_checkpoint, pairs, tmp_path):
-    from vary_cli.train import run
+    from vary_cli.train.loop import run
 
     settings = dict(max_steps=4, save_every=2, batch_size=1, lr=1e-3, dropout=0.1)
     straight = run(_config(tiny_opt_checkpoint, pairs, tmp_path / "a", **settings))

@@ -14,8 +14,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vary_cli import device
-from vary_cli.device import on_cpu_if_mps, resolve_device, resolve_dtype
+from vary_cli.weights import device
+from vary_cli.weights.device import on_cpu_if_mps, resolve_device, resolve_dtype
 from vary_cli.errors import DeviceError
 
 
@@ -122,9 +122,9 @@ def test_on_cpu_if_mps_fallback_path(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_mps_fallback_variable_is_set_before_torch_import(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "PYTORCH_ENABLE_MPS_FALLBACK"}
-    code = ("import os, sys; import vary_cli.device as d; "
+    code = ("import os, sys; import vary_cli.weights.device as d; "
             "print(os.environ['PYTORCH_ENABLE_MPS_FALLBACK'], d.enable_mps_fallback())")
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["1", "True"]
     env["PYTORCH_ENABLE_MPS_FALLBACK"] = "0"  # a user's explicit opt-out is kept

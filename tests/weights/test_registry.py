@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from vary_cli import registry
+from vary_cli.weights import registry
 from vary_cli.errors import WeightsError
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True)

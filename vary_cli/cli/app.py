@@ -15,12 +15,12 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from .cli_common import (DebugOption, DeviceOption, DtypeOption, MaxTokensOption, ModelOption, PromptOption,
-                         SeedOption, TemperatureOption, TopPOption, fail, generation_config, load_model, stderr)
-from .cli_convert import convert
-from .cli_models import models_app
-from .cli_train import graft_vocabulary, train
-from .errors import VaryError, one_line
+from .common import (DebugOption, DeviceOption, DtypeOption, MaxTokensOption, ModelOption, PromptOption,
+                     SeedOption, TemperatureOption, TopPOption, fail, generation_config, load_model, stderr)
+from .convert import convert
+from .models import models_app
+from .train import graft_vocabulary, train
+from ..errors import VaryError, one_line
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
                   help="Turn PDFs and images into Markdown, LaTeX or text with the Vary vision-language models.")
@@ -48,12 +48,12 @@ def ocr(
     """Read the text of images. One image: its text alone on stdout; several: each under a header."""
     try:
         gen = generation_config(max_new_tokens, temperature, top_p, seed)
-        from .preprocess import load_image
+        from ..models.preprocess import load_image
 
         for path in images:  # fail on a bad image before spending time on the model
             load_image(path).close()
         loaded = load_model(model, device, dtype)
-        from .pipeline import ocr_images
+        from ..convert.pipeline import ocr_images
 
         for index, result in enumerate(ocr_images(loaded, images, prompt, gen)):
             if as_json:

@@ -1,6 +1,6 @@
 """What every `vary` command shares: the stderr console, one-line errors, the common options, model loading.
 
-Imported by `cli.py` and the command modules (`cli_convert`, `cli_train`, `cli_models`), never the
+Imported by `app.py` and the command modules (`convert`, `train`, `models`), never the
 other way round, so any of them can be imported first.
 """
 
@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from .errors import VaryError
+from ..errors import VaryError
 
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -40,14 +40,14 @@ def fail(error: VaryError, debug: bool) -> NoReturn:
 
 
 def generation_config(max_new_tokens: int, temperature: float, top_p: float, seed: int | None):
-    from .config import GenerationConfig
+    from ..convert.generate import GenerationConfig
 
     return GenerationConfig(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
 
 
 def load_model(model: str, device: str, dtype: str, quiet: bool = False):
     """Load `model` (name or directory) with a spinner on a terminal; one line on stderr saying where."""
-    from .checkpoint import load
+    from ..models.checkpoint import load
 
     with stderr.status(f"loading {model}", spinner="dots") if stderr.is_terminal and not quiet else nullcontext():
         loaded = load(model, device=device, dtype=dtype)

@@ -1,6 +1,6 @@
 """`vary convert`: whole documents to Markdown, LaTeX, text or JSON Lines, with progress and a summary.
 
-Mounted on the app by `cli.py`. Parses flags, plans one output per input, loads the model once and
+Mounted on the app by `cli/app.py`. Parses flags, plans one output per input, loads the model once and
 calls `pipeline.convert_document` for each document; a document that cannot be opened is reported
 and skipped. Exit code 1 if any page or document failed, 130 on Ctrl-C.
 """
@@ -14,9 +14,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from .cli_common import (DebugOption, DeviceOption, DtypeOption, MaxTokensOption, ModelOption, SeedOption,
-                  TemperatureOption, TopPOption, fail, generation_config, load_model, stderr)
-from .errors import InputError, VaryError
+from .common import (DebugOption, DeviceOption, DtypeOption, MaxTokensOption, ModelOption, SeedOption,
+                     TemperatureOption, TopPOption, fail, generation_config, load_model, stderr)
+from ..errors import InputError, VaryError
 
 # The prompt each format gets unless --prompt says otherwise: Vary's document task writes Markdown with
 # LaTeX math, which serves md, tex and jsonl; plain text asks for plain OCR.
@@ -46,9 +46,9 @@ def convert(
     debug: DebugOption = False,
 ) -> None:
     """Convert PDFs and images to Markdown (default), LaTeX, text or JSON Lines."""
-    from .output import plan_outputs
-    from .raster import discover_inputs, parse_page_ranges
-    from .render import FORMATS, format_from_suffix
+    from ..convert.output import plan_outputs
+    from ..convert.raster import discover_inputs, parse_page_ranges
+    from ..convert.render import FORMATS, format_from_suffix
 
     try:
         to_stdout = output is None or str(output) == "-"
@@ -80,7 +80,7 @@ def convert(
 
 def run_conversion(loaded, targets: dict[Path, Path | None], *, fmt: str, prompt: str, gen, ranges,
                    batch_size: int, recompute: bool, quiet: bool) -> None:
-    from .pipeline import convert_document, default_batch_size
+    from ..convert.pipeline import convert_document, default_batch_size
 
     batch_size = batch_size or default_batch_size(loaded, gen.max_new_tokens)
     progress = make_progress(quiet, total_documents=len(targets))
@@ -117,7 +117,7 @@ def run_conversion(loaded, targets: dict[Path, Path | None], *, fmt: str, prompt
 
 def make_progress(quiet: bool, total_documents: int):
     """Rich bars on a terminal; one plain line per document otherwise; nothing with --quiet."""
-    from .pipeline import Progress
+    from ..convert.pipeline import Progress
 
     class PlainProgress(Progress):
         def __enter__(self):

@@ -1,8 +1,8 @@
 """`vary models`: list, download, verify and remove the registry's weights.
 
-A Typer sub-app that cli.py mounts with `app.add_typer(models_app, name="models")`; plain
+A Typer sub-app that cli/app.py mounts with `app.add_typer(models_app, name="models")`; plain
 `vary models` lists. The commands call `hub` and `registry` and print; a `VaryError` becomes one red
-line on stderr and exit code `err.exit_code` (`--debug` re-raises it, as in cli.py). Nothing here
+line on stderr and exit code `err.exit_code` (`--debug` re-raises it, as in cli/app.py). Nothing here
 imports torch, so these commands start fast.
 """
 
@@ -16,9 +16,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from . import hub, registry
-from .cli_common import DebugOption, fail
-from .errors import VaryError, WeightsError
+from ..weights import hub
+
+from ..weights import registry
+from .common import DebugOption, fail
+from ..errors import VaryError, WeightsError
 
 models_app = typer.Typer(help="List, download, verify and remove model weights.",
                          pretty_exceptions_show_locals=False)

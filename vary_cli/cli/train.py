@@ -1,7 +1,7 @@
-"""`vary train` and `vary graft-vocabulary`: the Typer commands; cli.py mounts them with
+"""`vary train` and `vary graft-vocabulary`: the Typer commands; cli/app.py mounts them with
 `app.command()(train)` and `app.command("graft-vocabulary")(graft_vocabulary)`.
 
-Flags map one-to-one onto `TrainConfig` fields (train_config.py). The command validates them, calls
+Flags map one-to-one onto `TrainConfig` fields (train/config.py). The command validates them, calls
 `train.run` and draws a rich progress bar (loss, lr, samples/s, ETA) from its callbacks. Under torchrun
 only rank 0 prints. torch is imported inside the body so `vary --help` stays fast.
 """
@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from .cli_common import fail, stderr
-from .errors import VaryError
+from .common import fail, stderr
+from ..errors import VaryError
 
 def train(
     sft: Annotated[Optional[list[Path]], typer.Option(
@@ -84,7 +84,7 @@ def train(
         if len(stages) != 1:
             raise typer.BadParameter("give exactly one of --vocabulary DATA, --pretrain DATA or --sft DATA")
         (stage, data), = stages.items()
-        from .train_config import TrainConfig
+        from ..train.config import TrainConfig
 
         cfg = TrainConfig(
             stage=stage, data=tuple(data), out=out,
@@ -95,7 +95,7 @@ def train(
             vocabulary_init=vocabulary_init, freeze_lm=freeze_lm,
             save_every=save_every, keep=keep, eval_every=eval_every, log_every=log_every, seed=seed,
             resume=resume, device=device, dtype=dtype, fsdp=fsdp, workers=workers)
-        from .train import run
+        from ..train.loop import run
 
         with RichProgress() as progress:
             result = run(cfg, progress)
@@ -127,7 +127,7 @@ def graft_vocabulary(
     the LLM with `vary train --pretrain DATA --model OUT`.
     """
     try:
-        from .graft import graft_vocabulary as graft
+        from ..train.graft import graft_vocabulary as graft
 
         result = graft(vocabulary, into, out)
         stderr.print(f"wrote {result.directory}: {result.grafted} vision-vocabulary tensors grafted, "

@@ -1,9 +1,8 @@
 """Where outputs go and how they are written: atomic writes, output paths, and per-page resume state.
 
-`pipeline.convert_document` and `cli.py` call these:
+`pipeline.convert_document` and `cli/app.py` call these:
 
-- `atomic_write_text` writes a hidden temporary file next to the target, fsyncs it, `os.replace`s it
-  into place and fsyncs the directory, so a crash leaves the old file or the new one, never half of one.
+- Outputs are written with `files.atomic_write_text`, so a crash leaves the old file or the new one.
 - `plan_outputs` / `output_path_for` map each input to one output under `--output-dir`, keeping the
   input's path relative to the directory the user named. When two inputs would share an output
   (`a.pdf` and `a.png` -> `a.md`), every input in the clash keeps its full name instead (`a.pdf.md`,
@@ -21,52 +20,17 @@ import dataclasses
 import hashlib
 import json
 import os
-import secrets
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from .errors import VaryError
+from ..errors import OutputError
+from ..files import atomic_write_text, fsync_dir
 from .render import SUFFIX_FOR_FORMAT
 from .results import PageResult
 
 SIDECAR_SUFFIX = ".pages.jsonl"
 _STORE_VERSION = 1
 _RESULT_FIELDS = {field.name for field in dataclasses.fields(PageResult)}
-
-
-class OutputError(VaryError):
-    """An output file or its resume state cannot be written (permissions, full disk, clashing names)."""
-
-
-def atomic_write_text(path: Path | str, text: str, encoding: str = "utf-8") -> None:
-    """Replace `path` with `text` so that readers and crashes only ever see the old or the new content.
-
-    Creates missing parent directories. On any failure the temporary file is removed and the target is
-    left as it was.
-
-    Raises:
-        OutputError: the directory cannot be created or written (the message names the path).
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # os.open with 0o666 lets the umask set the final permissions, as a plain open() would; O_EXCL
-        # guards against clobbering another writer's temporary file.
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        with os.fdopen(fd, "w", encoding=encoding, newline="") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        # BaseException too: a Ctrl-C mid-write must not leave a stray temporary file either.
-        tmp.unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise OutputError(f"{path}: cannot write the output ({exc.strerror or exc}); check that the "
-                              "directory is writable and the disk has space") from None
-        raise
-    fsync_dir(path.parent)
 
 
 def output_path_for(input_path: Path, inputs_root: Path, out_dir: Path | None, fmt: str,
@@ -244,20 +208,3 @@ def _to_result(record: Any) -> PageResult | None:
         return PageResult(**{key: value for key, value in record.items() if key in _RESULT_FIELDS})
     except TypeError:
         return None
-
-
-def fsync_dir(directory: Path) -> None:
-    """Make a rename or unlink in `directory` durable (a no-op where directories cannot be opened)."""
-    # Makes the rename/unlink itself durable. Not possible on Windows (directories cannot be opened).
-    if os.name != "posix":
-        return
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

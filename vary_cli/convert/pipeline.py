@@ -18,12 +18,13 @@ from typing import Iterable, Iterator
 
 import torch
 
-from .checkpoint import LoadedModel
-from .config import GenerationConfig
-from .errors import InputError, VaryError, one_line
+from ..models.loaded import LoadedModel
+from .generate import GenerationConfig
+from ..errors import InputError, VaryError, one_line
 from .generate import generate
-from .output import PageStore, atomic_write_text, settings_fingerprint, source_fingerprint
-from .preprocess import load_image
+from ..files import atomic_write_text
+from .output import PageStore, settings_fingerprint, source_fingerprint
+from ..models.preprocess import load_image
 from .raster import Document, open_document, select_pages
 from .render import render_document, render_jsonl
 from .results import PageResult

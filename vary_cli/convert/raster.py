@@ -3,12 +3,12 @@
 `discover_inputs` expands the paths given to `vary convert` (files, and directories searched recursively)
 into a sorted list of documents; `parse_page_ranges` + `select_pages` turn `--pages 1-4,7` into page
 numbers; `open_document` returns a `Document` whose `iter_pages` renders one page at a time, so a
-500-page PDF is never held in memory. `pipeline.convert_document` calls these; `cli.py` calls
+500-page PDF is never held in memory. `pipeline.convert_document` calls these; `cli/app.py` calls
 `discover_inputs` and `parse_page_ranges` to fail fast on bad arguments.
 
 PDFs go through pdf2image (poppler's `pdfinfo` and `pdftoppm`). Every failure a user can cause (missing
 file, empty, corrupt, encrypted, not a PDF, poppler missing) is an `InputError` with a one-line message.
-This module does not import torch at import time; the shared RGB conversion in `preprocess.py` is
+This module does not import torch at import time; the shared RGB conversion in `models/preprocess.py` is
 imported when the first page is decoded, which happens only once a model is about to run anyway.
 """
 
@@ -26,7 +26,7 @@ from pdf2image import convert_from_path, pdfinfo_from_path
 from pdf2image.exceptions import (PDFInfoNotInstalledError, PDFPageCountError, PDFPopplerTimeoutError,
                                   PDFSyntaxError, PopplerNotInstalledError)
 
-from .errors import InputError, one_line
+from ..errors import InputError, one_line
 
 PDF_SUFFIXES = frozenset({".pdf"})
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp", ".gif"})
@@ -214,7 +214,7 @@ class PdfDocument(Document):
                              f"(poppler: {_poppler_reason(exc)})") from None
         if not images:
             raise InputError(f"{self.source}: page {number} could not be rendered (poppler returned no image)")
-        from .preprocess import load_image_from_pil  # imports torch; see the module docstring
+        from ..models.preprocess import load_image_from_pil  # imports torch; see the module docstring
 
         return load_image_from_pil(images[0], name=f"{self.source} page {number}")
 
@@ -223,7 +223,7 @@ class ImageDocument(Document):
     kind = "image"
 
     def _render(self, number: int) -> Image.Image:
-        from .preprocess import load_image, load_image_from_pil  # imports torch; see the module docstring
+        from ..models.preprocess import load_image, load_image_from_pil  # imports torch; see the module docstring
 
         if self.page_count == 1:
             return load_image(self.source)

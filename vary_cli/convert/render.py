@@ -1,7 +1,7 @@
 """PageResults -> one output document (Markdown, LaTeX, plain text or JSON Lines); pure string functions.
 
 `pipeline.convert_document` calls `render_document` once per input with every page's `PageResult`, and
-`cli.py` calls `format_from_suffix` to pick a format from `-o out.tex`. Nothing here reads or writes
+`cli/app.py` calls `format_from_suffix` to pick a format from `-o out.tex`. Nothing here reads or writes
 files.
 
 Page markers (written before each page of a paged document, so a user can split the output and still
@@ -35,7 +35,7 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-from .errors import InputError, one_line
+from ..errors import InputError, one_line
 from .results import PageResult
 
 FORMATS = ("md", "tex", "txt", "jsonl")

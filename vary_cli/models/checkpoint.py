@@ -3,7 +3,7 @@
 Used by `vary ocr` / `vary convert` (through `load()`), by `vary train` and by the tests, which write
 tiny checkpoints in the release layout and load them through this same path. Steps, in order:
 read config.json -> build the model on the meta device -> per weight file: read (safetensors, or
-`torch.load(weights_only=True, mmap=True)`), rename with ORIGINAL_TO_OURS, split fused tensors,
+`torch.load(weights_only=True, mmap=True)`), rename with keys.py's table, split fused tensors,
 check shapes, cast and move, `load_state_dict(strict=False, assign=True)` -> fail on missing or
 unexpected keys -> materialize non-persistent buffers -> check the tokenizer against the config.
 Only one file's tensors are in flight at a time, so peak host memory is about the model plus a shard.
@@ -15,7 +15,6 @@ key table included, is shared.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -23,91 +22,17 @@ from typing import Any, Callable, Iterator
 import torch
 
 from .config import ModelConfig, VaryConfig, VaryTinyConfig, config_from_release
-from .errors import WeightsError
-from .model import VaryQwenForCausalLM
-from .model_opt import VaryOPTForCausalLM
-from .tokenizer import QwenTokenizer
-from .tokenizer_gpt2 import OPTTokenizer
-
-# fmt: off
-# The SAM vision vocabulary, under its name in each release: Vary-toy/-base `transformer.vision_tower_high`,
-# Vary-tiny `model.vision_tower_2` (Ucas-HaoranWei/Vary) or `model.vision_tower` (Vary-toy's vary_opt.py).
-_SAM = r"(?:transformer\.vision_tower_high|model\.vision_tower_2|model\.vision_tower)"
-# Original (release) key -> ours, for every family. First match wins; None drops the key. "{qkv}" marks a
-# fused tensor that `split_fused_qkv` cuts into q, k, v along dim 0 (Qwen-1's c_attn order).
-ORIGINAL_TO_OURS: list[tuple[str, str | None]] = [
-    (r"^transformer\.vision_tower\.vision_model\.embeddings\.position_ids$",  None),
-    (r"^transformer\.vision_tower\.vision_model\.(.+)$",                       r"vision_tower.\1"),
-    (rf"^{_SAM}\.patch_embed\.proj\.(weight|bias)$",                          r"vision_tower_high.patch_embed.projection.\1"),
-    (rf"^{_SAM}\.pos_embed$",                                                 r"vision_tower_high.pos_embed"),
-    (rf"^{_SAM}\.blocks\.(\d+)\.norm1\.(weight|bias)$",                       r"vision_tower_high.layers.\1.layer_norm1.\2"),
-    (rf"^{_SAM}\.blocks\.(\d+)\.norm2\.(weight|bias)$",                       r"vision_tower_high.layers.\1.layer_norm2.\2"),
-    (rf"^{_SAM}\.blocks\.(\d+)\.(attn|mlp)\.(.+)$",                           r"vision_tower_high.layers.\1.\2.\3"),
-    (rf"^{_SAM}\.neck\.0\.weight$",                                           r"vision_tower_high.neck.conv1.weight"),
-    (rf"^{_SAM}\.neck\.1\.(weight|bias)$",                                    r"vision_tower_high.neck.layer_norm1.\1"),
-    (rf"^{_SAM}\.neck\.2\.weight$",                                           r"vision_tower_high.neck.conv2.weight"),
-    (rf"^{_SAM}\.neck\.3\.(weight|bias)$",                                    r"vision_tower_high.neck.layer_norm2.\1"),
-    (rf"^{_SAM}\.(net_2|net_3)\.weight$",                                     r"vision_tower_high.\1.weight"),
-    (r"^transformer\.(mm_projector|mm_projector_vary)\.(weight|bias)$",        r"\1.\2"),
-    (r"^transformer\.wte\.weight$",                                            r"embed_tokens.weight"),
-    (r"^transformer\.h\.(\d+)\.ln_1\.weight$",                                 r"layers.\1.input_layernorm.weight"),
-    (r"^transformer\.h\.(\d+)\.attn\.c_attn\.(weight|bias)$",                  r"layers.\1.self_attn.{qkv}_proj.\2"),
-    (r"^transformer\.h\.(\d+)\.attn\.c_proj\.weight$",                         r"layers.\1.self_attn.o_proj.weight"),
-    (r"^transformer\.h\.(\d+)\.attn\.(rotary_emb\.inv_freq|bias|masked_bias)$", None),
-    (r"^transformer\.h\.(\d+)\.ln_2\.weight$",                                 r"layers.\1.post_attention_layernorm.weight"),
-    (r"^transformer\.h\.(\d+)\.mlp\.w1\.weight$",                              r"layers.\1.mlp.up_proj.weight"),    # w1: linear branch
-    (r"^transformer\.h\.(\d+)\.mlp\.w2\.weight$",                              r"layers.\1.mlp.gate_proj.weight"),  # w2: silu branch
-    (r"^transformer\.h\.(\d+)\.mlp\.c_proj\.weight$",                          r"layers.\1.mlp.down_proj.weight"),
-    (r"^transformer\.ln_f\.weight$",                                           r"norm.weight"),
-    # Vary-tiny: OPT's decoder keeps transformers' names under `model.decoder.`, its projector `model.`.
-    (r"^model\.mm_projector\.(weight|bias)$",                                  r"mm_projector.\1"),
-    (r"^model\.decoder\.(.+)$",                                                r"decoder.\1"),
-    (r"^lm_head\.weight$",                                                     r"lm_head.weight"),
-]
-# fmt: on
-_COMPILED = [(re.compile(pattern), target) for pattern, target in ORIGINAL_TO_OURS]
+from ..errors import WeightsError
+from .vary_qwen import VaryQwenForCausalLM
+from .vary_opt import VaryOPTForCausalLM
+from .keys import convert_state_dict
+from .loaded import LoadedModel
+from ..text.qwen_tokenizer import QwenTokenizer
+from ..text.gpt2_tokenizer import OPTTokenizer
 
 _SAFETENSORS_INDEX = "model.safetensors.index.json"
 _BIN_INDEX = "pytorch_model.bin.index.json"
 _TOKENIZER_FILE = "qwen.tiktoken"
-
-
-class UnknownKey(Exception):
-    pass
-
-
-def rename_key(key: str) -> str | None:
-    """Our name for an original key, None for a dropped one; raises UnknownKey when no rule matches."""
-    for pattern, target in _COMPILED:
-        if pattern.match(key):
-            return None if target is None else pattern.sub(target, key)
-    raise UnknownKey(key)
-
-
-def split_fused_qkv(tensor: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Qwen-1's c_attn holds q, k, v stacked in that order along dim 0."""
-    q, k, v = tensor.chunk(3, dim=0)
-    return {"q": q, "k": k, "v": v}
-
-
-def convert_state_dict(original: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """Rename (and split) original tensors; returns (ours, keys no rule knows)."""
-    ours: dict[str, torch.Tensor] = {}
-    unknown: list[str] = []
-    for key, tensor in original.items():
-        try:
-            name = rename_key(key)
-        except UnknownKey:
-            unknown.append(key)
-            continue
-        if name is None:
-            continue
-        if "{qkv}" in name:
-            for part, piece in split_fused_qkv(tensor).items():
-                ours[name.replace("{qkv}", part)] = piece
-        else:
-            ours[name] = tensor
-    return ours, unknown
 
 
 def read_config(directory: Path) -> ModelConfig:
@@ -196,79 +121,6 @@ FAMILIES: dict[type, Family] = {
     VaryTinyConfig: Family(VaryOPTForCausalLM, OPTTokenizer.from_directory,
                            "vocab.json, merges.txt, added_tokens.json"),
 }
-
-
-@dataclass
-class LoadedModel:
-    """A model ready for inference, with what is needed to prompt it.
-
-    `pipeline.py` talks to every model family through these methods only: the prompt's ids, the stop
-    ids, and the image features of a batch of pages.
-    """
-
-    model: VaryQwenForCausalLM | VaryOPTForCausalLM
-    tokenizer: QwenTokenizer | OPTTokenizer
-    config: ModelConfig
-    directory: Path
-    device: torch.device
-    dtype: torch.dtype
-
-    @property
-    def is_tiny(self) -> bool:
-        return isinstance(self.config, VaryTinyConfig)
-
-    def prompt_ids(self, prompt: str) -> list[int]:
-        """Token ids of the release's conversation template around `prompt` (a preset name or text).
-
-        For Vary-tiny an empty prompt selects the image-only (vocabulary-stage) format.
-        """
-        from .prompts import build_prompt_ids, build_tiny_prompt_ids, resolve_prompt
-
-        text = resolve_prompt(prompt, self.config.prompt_style)
-        if self.is_tiny:
-            return build_tiny_prompt_ids(self.tokenizer, text, self.config.image_token_len)
-        return build_prompt_ids(self.tokenizer, text, style=self.config.prompt_style,
-                                image_token_len=self.config.image_token_len)
-
-    @property
-    def stop_ids(self) -> set[int]:
-        if self.is_tiny:
-            return {self.tokenizer.eos_id}  # </s>
-        return {self.tokenizer.im_end_id, self.tokenizer.endoftext_id}
-
-    @property
-    def pad_id(self) -> int:
-        return self.tokenizer.pad_id if self.is_tiny else self.tokenizer.endoftext_id
-
-    def encode_pages(self, images: list, prompt: str = "ocr", vision_batch: int | None = None) -> torch.Tensor:
-        """Image features (B, N, W) of RGB PIL pages, on the model's device and dtype.
-
-        `prompt` matters to Vary-tiny only, whose two prompt formats were trained on differently
-        preprocessed pages: "" (image tokens alone) takes the vocabulary stage's preprocessing.
-        `vision_batch` pages go through the vision towers at a time; by default all of them on a GPU
-        and one on a CPU, where batching gains nothing and SAM's global attention (12 x 4096² floats per
-        page per layer) only costs memory: bench/bench_infer.py measured 10.2 s/page one at a time
-        against 17.1 s/page and 20 GiB of RSS eight at a time.
-        """
-        vision_batch = vision_batch or (1 if self.device.type == "cpu" else len(images))
-        with torch.inference_mode():
-            return torch.cat([self._encode(images[i:i + vision_batch], prompt)
-                              for i in range(0, len(images), vision_batch)])
-
-    def _encode(self, images: list, prompt: str) -> torch.Tensor:
-        from .preprocess import linear_imagenet_pixels, preprocess_page, sam_pixels
-
-        if self.is_tiny:
-            from .prompts import resolve_prompt
-
-            image_only = resolve_prompt(prompt, self.config.prompt_style) == ""
-            to_pixels = linear_imagenet_pixels if image_only else sam_pixels
-            sam = torch.stack([to_pixels(image, self.config.sam) for image in images])  # (B, 3, 1024, 1024)
-            return self.model.encode_images(sam.to(self.device, self.dtype))
-        pages = [preprocess_page(image, self.config) for image in images]
-        clip = torch.stack([p.clip for p in pages]).to(self.device, self.dtype)  # (B, 3, 224, 224)
-        sam = torch.stack([p.sam for p in pages]).to(self.device, self.dtype)  # (B, 3, 1024, 1024)
-        return self.model.encode_images(clip, sam)
 
 
 def build_on_meta(config: ModelConfig) -> VaryQwenForCausalLM | VaryOPTForCausalLM:
@@ -371,8 +223,9 @@ def load(name_or_dir: str | Path, device: str = "auto", dtype: str = "auto",
         device: "auto" (CUDA, then MPS, then CPU), "cpu", "cuda[:N]" or "mps".
         dtype: "auto" (bf16/fp16 on GPUs, fp32 on CPU), "fp32", "bf16" or "fp16".
     """
-    from . import hub, registry
-    from .device import resolve_device, resolve_dtype
+    from ..weights import hub
+    from ..weights import registry
+    from ..weights.device import resolve_device, resolve_dtype
 
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)

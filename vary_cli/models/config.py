@@ -1,4 +1,4 @@
-"""Frozen configuration records: model architecture, presets and generation settings.
+"""Frozen configuration records: model architecture and presets.
 
 `config_from_release(config_json)` reads the `config.json` of a Vary release (or of a checkpoint
 written by `vary train`), tells the family from its fields (all releases say `model_type: "vary"`:
@@ -11,10 +11,10 @@ meta device for shape checks and benchmarks without any download. No torch here.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from .errors import VaryError, WeightsError
+from ..errors import VaryError, WeightsError
 
 # The releases do not carry the vision towers' configs (the original code loads CLIP from a hard-coded
 # folder and builds SAM from constants), so the defaults below are the real towers. A checkpoint may
@@ -367,42 +367,3 @@ def preset(name: str) -> ModelConfig:
         return PRESETS[name]
     except KeyError:
         raise VaryError(f"unknown architecture preset {name!r}; known: {', '.join(sorted(PRESETS))}") from None
-
-
-@dataclass(frozen=True)
-class GenerationConfig:
-    """How text is generated for one page."""
-
-    max_new_tokens: int = 2048
-    """Upper bound on generated tokens per page (`--max-new-tokens`)."""
-    temperature: float = 0.0
-    """0 decodes greedily (the default, reproducible); > 0 samples (`--temperature`)."""
-    top_p: float = 1.0
-    """Nucleus sampling mass, used only when sampling (`--top-p`)."""
-    seed: int | None = None
-    """Seed of the sampler's generator (`--seed`); None draws one."""
-    repetition_span: int = 256
-    """Stop a page whose last tokens repeat one cycle for this many tokens (`--no-repetition-guard`: 0)."""
-    repetition_max_period: int = 128
-    """Longest cycle, in tokens, the repetition guard looks for."""
-    repetition_min_repeats: int = 6
-    """A cycle must also repeat at least this often, so long cycles need longer stretches."""
-
-    def __post_init__(self) -> None:
-        if self.max_new_tokens < 1:
-            raise VaryError(f"--max-new-tokens must be at least 1, got {self.max_new_tokens}")
-        if self.temperature < 0:
-            raise VaryError(f"--temperature must be >= 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise VaryError(f"--top-p must be in (0, 1], got {self.top_p}")
-        if self.repetition_span < 0 or self.repetition_max_period < 1 or self.repetition_min_repeats < 2:
-            raise VaryError("repetition guard: span must be >= 0, max period >= 1, min repeats >= 2")
-        if self.top_p < 1 and self.temperature == 0:
-            raise VaryError("--top-p needs --temperature > 0 (greedy decoding ignores it)")
-
-    @property
-    def greedy(self) -> bool:
-        return self.temperature == 0
-
-    def with_(self, **changes: Any) -> "GenerationConfig":
-        return replace(self, **changes)

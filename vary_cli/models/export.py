@@ -1,9 +1,8 @@
 """Write our model as a release directory, atomically: original key names, safetensors shards, config.json.
 
 `vary train` saves every checkpoint with `save_release`, so `vary ocr --model OUT/checkpoint-N` loads
-it through the normal loader (checkpoint.py). The key tables below are the inverse of checkpoint.py's
-`ORIGINAL_TO_OURS`, one per family (the SAM vision vocabulary's rules are shared; only its prefix
-differs); `fuse_qkv` puts Qwen-1's fused `c_attn` back together. A directory is written as
+it through the normal loader (checkpoint.py). Tensor names come from keys.py's table, read from ours
+to the family's original names (Qwen-1's `c_attn` fused again). A directory is written as
 `.NAME.tmp-XXXX` beside its final place and renamed into place only when every file is on disk; the
 `latest` pointer file is then replaced atomically, so a run killed mid-save leaves the previous
 checkpoint and pointer intact and, at worst, a stale temporary directory that the next run removes.
@@ -23,49 +22,9 @@ from typing import Any, Callable
 import torch
 
 from .config import ModelConfig, VaryConfig, VaryTinyConfig
-from .errors import VaryError
-from .output import OutputError, fsync_dir
-
-# fmt: off
-# Ours -> original names of the SAM vision vocabulary; "{sam}" is the family's prefix for it.
-SAM_OURS_TO_ORIGINAL: list[tuple[str, str]] = [
-    (r"^vision_tower_high\.patch_embed\.projection\.(weight|bias)$", r"{sam}.patch_embed.proj.\1"),
-    (r"^vision_tower_high\.pos_embed$",                             r"{sam}.pos_embed"),
-    (r"^vision_tower_high\.layers\.(\d+)\.layer_norm1\.(.+)$",      r"{sam}.blocks.\1.norm1.\2"),
-    (r"^vision_tower_high\.layers\.(\d+)\.layer_norm2\.(.+)$",      r"{sam}.blocks.\1.norm2.\2"),
-    (r"^vision_tower_high\.layers\.(\d+)\.(attn|mlp)\.(.+)$",       r"{sam}.blocks.\1.\2.\3"),
-    (r"^vision_tower_high\.neck\.conv1\.weight$",                   r"{sam}.neck.0.weight"),
-    (r"^vision_tower_high\.neck\.layer_norm1\.(.+)$",               r"{sam}.neck.1.\1"),
-    (r"^vision_tower_high\.neck\.conv2\.weight$",                   r"{sam}.neck.2.weight"),
-    (r"^vision_tower_high\.neck\.layer_norm2\.(.+)$",               r"{sam}.neck.3.\1"),
-    (r"^vision_tower_high\.(net_2|net_3)\.weight$",                 r"{sam}.\1.weight"),
-]
-# Vary-toy / Vary-base. "{qkv}" keys are fused by `fuse_qkv` (q, k, v stacked along dim 0).
-OURS_TO_ORIGINAL: list[tuple[str, str]] = [
-    (r"^vision_tower\.(.+)$",                                       r"transformer.vision_tower.vision_model.\1"),
-    *[(pattern, target.format(sam="transformer.vision_tower_high")) for pattern, target in SAM_OURS_TO_ORIGINAL],
-    (r"^(mm_projector|mm_projector_vary)\.(weight|bias)$",          r"transformer.\1.\2"),
-    (r"^embed_tokens\.weight$",                                     r"transformer.wte.weight"),
-    (r"^layers\.(\d+)\.input_layernorm\.weight$",                   r"transformer.h.\1.ln_1.weight"),
-    (r"^layers\.(\d+)\.self_attn\.[qkv]_proj\.(weight|bias)$",      r"transformer.h.\1.attn.c_attn.\2{qkv}"),
-    (r"^layers\.(\d+)\.self_attn\.o_proj\.weight$",                 r"transformer.h.\1.attn.c_proj.weight"),
-    (r"^layers\.(\d+)\.post_attention_layernorm\.weight$",          r"transformer.h.\1.ln_2.weight"),
-    (r"^layers\.(\d+)\.mlp\.up_proj\.weight$",                      r"transformer.h.\1.mlp.w1.weight"),    # w1: linear branch
-    (r"^layers\.(\d+)\.mlp\.gate_proj\.weight$",                    r"transformer.h.\1.mlp.w2.weight"),    # w2: silu branch
-    (r"^layers\.(\d+)\.mlp\.down_proj\.weight$",                    r"transformer.h.\1.mlp.c_proj.weight"),
-    (r"^norm\.weight$",                                             r"transformer.ln_f.weight"),
-    (r"^lm_head\.weight$",                                          r"lm_head.weight"),
-]
-# Vary-tiny, as Ucas-HaoranWei/Vary's vary_opt.py names it (the Vary-tiny release's layout).
-TINY_OURS_TO_ORIGINAL: list[tuple[str, str]] = [
-    *[(pattern, target.format(sam="model.vision_tower_2")) for pattern, target in SAM_OURS_TO_ORIGINAL],
-    (r"^mm_projector\.(weight|bias)$",                              r"model.mm_projector.\1"),
-    (r"^decoder\.(.+)$",                                            r"model.decoder.\1"),
-    (r"^lm_head\.weight$",                                          r"lm_head.weight"),
-]
-# fmt: on
-_COMPILED = {id(table): [(re.compile(pattern), target) for pattern, target in table]
-             for table in (OURS_TO_ORIGINAL, TINY_OURS_TO_ORIGINAL)}
+from ..errors import OutputError, VaryError
+from ..files import fsync_dir
+from .keys import QWEN, TINY, to_release_state_dict
 
 LATEST = "latest"
 TOKENIZER_FILE = "qwen.tiktoken"
@@ -77,50 +36,22 @@ SHARD_BYTES = 2 * 1024**3
 class ReleaseFormat:
     """How a family's release directory looks beyond its weights: key table and small JSON files."""
 
-    table: list[tuple[str, str]]
+    family: str  # which rows of keys.KEY_TABLE name its tensors
     config_extra: dict[str, Any]
     json_files: Callable[[Any], dict[str, dict[str, Any]]]
 
 
 RELEASE_FORMATS: dict[type, ReleaseFormat] = {
     VaryConfig: ReleaseFormat(
-        OURS_TO_ORIGINAL, {"torch_dtype": "float32", "use_cache": True, "freeze_vision_tower": True},
+        QWEN, {"torch_dtype": "float32", "use_cache": True, "freeze_vision_tower": True},
         lambda config: {
             "generation_config.json": {"chat_format": "chatml", "eos_token_id": 151643, "max_new_tokens": 2048},
             "tokenizer_config.json": {"model_max_length": config.lm.seq_length, "tokenizer_file": TOKENIZER_FILE}}),
     # Vary-tiny's tokenizer files (tokenizer_config.json included) are copied from the start checkpoint.
     VaryTinyConfig: ReleaseFormat(
-        TINY_OURS_TO_ORIGINAL, {"torch_dtype": "float32", "use_cache": True, "freeze_vision_tower": False},
+        TINY, {"torch_dtype": "float32", "use_cache": True, "freeze_vision_tower": False},
         lambda config: {"generation_config.json": {"bos_token_id": 2, "eos_token_id": 2, "pad_token_id": 1}}),
 }
-
-
-def fuse_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Qwen-1's c_attn: q, k, v stacked in that order along dim 0."""
-    return torch.cat([q, k, v], dim=0)
-
-
-def to_release_state_dict(ours: dict[str, torch.Tensor],
-                          table: list[tuple[str, str]] = OURS_TO_ORIGINAL) -> dict[str, torch.Tensor]:
-    """Our state dict under the release's key names (non-persistent buffers are not in `ours`)."""
-    compiled = _COMPILED.get(id(table)) or [(re.compile(pattern), target) for pattern, target in table]
-    out: dict[str, torch.Tensor] = {}
-    parts: dict[str, dict[str, torch.Tensor]] = {}
-    for key, tensor in ours.items():
-        for pattern, target in compiled:
-            if pattern.match(key):
-                name = pattern.sub(target, key)
-                break
-        else:
-            raise KeyError(f"no release name for {key}")
-        if name.endswith("{qkv}"):
-            which = key.split(".self_attn.")[1][0]  # q, k or v
-            parts.setdefault(name.removesuffix("{qkv}"), {})[which] = tensor
-        else:
-            out[name] = tensor
-    for name, qkv in parts.items():
-        out[name] = fuse_qkv(qkv["q"], qkv["k"], qkv["v"])
-    return out
 
 
 def release_config(config: ModelConfig) -> dict[str, Any]:
@@ -183,7 +114,7 @@ def save_release(directory: Path, ours: dict[str, torch.Tensor], config: ModelCo
     form = RELEASE_FORMATS[type(config)]
 
     def fill(tmp: Path) -> None:
-        write_weights(tmp, to_release_state_dict(ours, form.table), max_shard_bytes)
+        write_weights(tmp, to_release_state_dict(ours, form.family), max_shard_bytes)
         (tmp / "config.json").write_text(json.dumps(release_config(config), indent=2) + "\n")
         for name, content in form.json_files(config).items():
             (tmp / name).write_text(json.dumps(content, indent=2) + "\n")
@@ -227,7 +158,7 @@ def write_directory(directory: Path, fill: Callable[[Path], None]) -> Path:
 
 def write_latest(out_dir: Path, name: str) -> None:
     """Point `out_dir/latest` at the checkpoint directory `name`, atomically."""
-    from .output import atomic_write_text
+    from ..files import atomic_write_text
 
     atomic_write_text(Path(out_dir) / LATEST, name + "\n")
 

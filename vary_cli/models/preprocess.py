@@ -3,7 +3,7 @@
 `load_image` opens an image file as an RGB PIL image (every failure an `InputError` naming the file);
 `preprocess_page` turns an RGB page into a `PagePixels`: the CLIP branch's 224² centre crop and the SAM
 branch's 1024² squash, both float32 on the CPU. `pipeline.convert_document` (via `raster.py`'s pages)
-and `data.py` call these; they hold no model, choose no device and cast nothing.
+and `train/dataset.py` call these; they hold no model, choose no device and cast nothing.
 
 Parity notes. The CLIP branch repeats the slow, PIL/numpy `CLIPImageProcessor` of transformers 4.x that
 the original code ran (transformers 5 keeps the same arithmetic as `CLIPImageProcessorPil`): PIL bicubic
@@ -28,7 +28,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from .config import ClipVisionSpec, SamVisionSpec, VaryConfig
-from .errors import InputError, one_line
+from ..errors import InputError, one_line
 
 # OpenAI CLIP's constants; Vary's SAM branch (BlipImageEvalProcessor) normalizes with the same ones.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)

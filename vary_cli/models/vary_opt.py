@@ -2,7 +2,7 @@
 
 How Vary-tiny differs from its parents, and so what this file writes itself:
 
-- One vision tower, Vary's new vocabulary (`VisionVocabulary` from model.py, the same module the Qwen
+- One vision tower, Vary's new vocabulary (`VisionVocabulary` from vary_qwen.py, the same module the Qwen
   family uses: SAM ViT-B + neck + net_2/net_3, 1024x1024 px -> 256 tokens of width 1024); no CLIP.
 - One projector, `mm_projector`: Linear(1024, OPT's embedding width). Its 256 features replace the
   `<imgpad>` embeddings between `<img>` and `</img>` on the prefill step, by the same rule and the same
@@ -28,8 +28,8 @@ from transformers import AttentionInterface, OPTConfig
 from transformers.models.opt.modeling_opt import OPTDecoderLayer, OPTLearnedPositionalEmbedding
 
 from .config import OPTLMConfig, VaryTinyConfig
-from .errors import PromptError
-from .model import KVCache, VisionVocabulary, merge_image_features
+from ..errors import PromptError
+from .vary_qwen import KVCache, VisionVocabulary, merge_image_features
 
 ATTN_IMPLEMENTATION = "vary_opt"
 

@@ -29,11 +29,11 @@ import torch
 import torch.nn as nn
 from transformers import AttentionInterface, CLIPVisionConfig, CLIPVisionModel, Qwen2Config
 from transformers.models.got_ocr2.modeling_got_ocr2 import (GotOcr2LayerNorm, GotOcr2VisionAttention,
-                                                           GotOcr2VisionConfig, GotOcr2VisionEncoder)
+                                                            GotOcr2VisionConfig, GotOcr2VisionEncoder)
 from transformers.models.qwen2.modeling_qwen2 import Qwen2DecoderLayer, Qwen2RMSNorm
 
 from .config import ClipVisionSpec, QwenLMConfig, SamVisionSpec, VaryConfig
-from .errors import PromptError
+from ..errors import PromptError
 
 ATTN_IMPLEMENTATION = "vary_qwen1"
 

@@ -16,7 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from .errors import WeightsError
+from ..errors import WeightsError
 
 IMG_START, IMG_END, IMG_PAD = "<img>", "</img>", "<imgpad>"
 # OPT's own special tokens; ids come from vocab.json (facebook/opt: <s> 0, <pad> 1, </s> 2, <unk> 3).

@@ -5,7 +5,7 @@
 prompt are BPE-encoded (with no special tokens allowed), so a prompt that contains `<|im_end|>` cannot
 end the turn. Because tiktoken encodes the text between special tokens piece by piece, these ids are the
 ones the original code gets by encoding the whole template string with specials allowed.
-Used by `pipeline.py` and `data.py`.
+Used by `pipeline.py` and `train/dataset.py`.
 
 Vary-tiny (vary.md §11) has two formats: the released model's chat demo (vicuna v1 template) and, for
 an empty prompt, the vocabulary-stage format of image tokens alone; see `build_tiny_prompt_ids()`.
@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .tokenizer import QwenTokenizer
+from .qwen_tokenizer import QwenTokenizer
 
 if TYPE_CHECKING:
-    from .tokenizer_gpt2 import OPTTokenizer
+    from .gpt2_tokenizer import OPTTokenizer
 
 PRESETS: dict[str, str] = {
     "ocr": "Provide the ocr results of this image.",

@@ -14,7 +14,7 @@ import base64
 import unicodedata
 from pathlib import Path
 
-from .errors import WeightsError
+from ..errors import WeightsError
 
 # tokenization_qwen.py's PAT_STR.
 QWEN_PATTERN = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|"""

@@ -9,7 +9,7 @@ for pretraining and 1e-5 for SFT (the paper). The vocabulary stage (Vary-tiny) t
 Vary-tiny command instead: `--per_device_train_batch_size 16 --num_train_epochs 1 --learning_rate 5e-5`
 with arguments.py's `model_max_length` 512 and HF's defaults (no warm-up, no weight decay, no gradient
 checkpointing), and OPT-125M's residual dropout 0.1 (its config.json), which the original trains with.
-Fields left at None take their stage's default (`STAGE_DEFAULTS`). `cli_train.py` maps its flags
+Fields left at None take their stage's default (`STAGE_DEFAULTS`). `cli/train.py` maps its flags
 one-to-one onto these fields; `train.run` reads them.
 """
 
@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import VaryError
+from ..errors import VaryError
 
 STAGES = ("sft", "pretrain", "vocabulary")
 STAGE_LR = {"pretrain": 5e-5, "sft": 1e-5, "vocabulary": 5e-5}

@@ -17,7 +17,7 @@ builds the labels from the token spans directly: IGNORE_INDEX on the system turn
 each `<|im_start|>assistant\\n` header; each answer and its closing `<|im_end|>` are learned
 (training.md §3). `encode_vocabulary_sample` is Vary-tiny's vocabulary-stage sequence
 (vary/data/caption_opt.py): the image tokens alone, then the answer. `TrainDataset` + `collate` give
-right-padded batches for either family. Used by `train.py`.
+right-padded batches for either family. Used by `loop.py`.
 """
 
 from __future__ import annotations
@@ -30,11 +30,11 @@ from pathlib import Path
 
 import torch
 
-from .config import ModelConfig, VaryTinyConfig
-from .errors import InputError
-from .prompts import PRESETS, SYSTEM
-from .tokenizer import QwenTokenizer
-from .tokenizer_gpt2 import OPTTokenizer
+from ..models.config import ModelConfig, VaryTinyConfig
+from ..errors import InputError
+from ..text.prompts import PRESETS, SYSTEM
+from ..text.qwen_tokenizer import QwenTokenizer
+from ..text.gpt2_tokenizer import OPTTokenizer
 
 IGNORE_INDEX = -100
 IMAGE_PLACEHOLDER = "<image>"
@@ -320,7 +320,7 @@ def check_images(samples: list[Sample], workers: int = 8) -> None:
     A full decode, not a header check: a truncated file would otherwise pass here and stop the run at
     its first batch, from inside a data-loader worker.
     """
-    from .preprocess import load_image
+    from ..models.preprocess import load_image
 
     def problem(sample: Sample) -> str | None:
         if sample.image is None:
@@ -356,7 +356,7 @@ class TrainDataset(torch.utils.data.Dataset):
         return len(self.samples)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        from .preprocess import linear_imagenet_pixels, load_image, preprocess_page
+        from ..models.preprocess import linear_imagenet_pixels, load_image, preprocess_page
 
         sample = self.samples[index]
         encoded = encoder_for(self.config)(self.tokenizer, sample.turns, self.config.image_token_len,

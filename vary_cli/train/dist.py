@@ -15,7 +15,7 @@ from typing import Iterable, Iterator
 import torch
 import torch.nn as nn
 
-from .errors import VaryError
+from ..errors import VaryError
 
 
 @dataclass
@@ -52,7 +52,7 @@ class Dist:
 
 def setup_distributed(device_name: str) -> tuple[Dist, torch.device]:
     """Join the process group torchrun describes in the environment (if any); choose this process's device."""
-    from .device import resolve_device
+    from ..weights.device import resolve_device
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
@@ -73,7 +73,7 @@ def setup_distributed(device_name: str) -> tuple[Dist, torch.device]:
 
 def autocast_dtype(name: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for `--dtype` (None: plain fp32). Weights and optimizer state stay fp32."""
-    from .device import resolve_dtype
+    from ..weights.device import resolve_dtype
 
     dtype = resolve_dtype(name, device)
     return None if dtype == torch.float32 else dtype

@@ -24,10 +24,10 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import read_config, read_weight_file, weight_files
-from .config import VaryConfig, VaryTinyConfig
-from .errors import WeightsError
-from .export import LATEST, TRAINING_STATE, read_latest, write_directory
+from ..models.checkpoint import read_config, read_weight_file, weight_files
+from ..models.config import VaryConfig, VaryTinyConfig
+from ..errors import WeightsError
+from ..models.export import LATEST, TRAINING_STATE, read_latest, write_directory
 
 # A Vary-tiny release's vision vocabulary (Ucas-HaoranWei/Vary names it vision_tower_2, Vary-toy's copy
 # vision_tower) and its place in Vary-toy / Vary-base.
@@ -53,7 +53,8 @@ def resolve_directory(name_or_dir: str | Path) -> Path:
         return path
     if path.exists() or any(sep in str(name_or_dir) for sep in ("/", "\\")):
         raise WeightsError(f"{name_or_dir}: no such checkpoint directory")
-    from . import hub, registry
+    from ..weights import hub
+    from ..weights import registry
 
     return hub.resolve(registry.lookup(str(name_or_dir)))
 

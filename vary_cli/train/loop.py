@@ -3,17 +3,17 @@
 Stages (training.md §1): `vocabulary` trains Vary-tiny (SAM vocabulary + projector + OPT, all
 trainable; train_vocabulary.py), `pretrain` and `sft` train Vary-toy / Vary-base (projectors + LLM,
 vision towers frozen; train_qwen.py). This module is the loop they share: `run(TrainConfig)` loads the
-start checkpoint through checkpoint.py, lets the family's `Recipe` set what trains, and optimizes with
+start checkpoint through models/checkpoint.py, lets the family's `Recipe` set what trains, and optimizes with
 AdamW (no decay on biases and LayerNorms), a cosine schedule with linear warm-up, gradient clipping
 and accumulation, bf16/fp16 autocast on GPUs and optional gradient checkpointing. The loss is the
 original's: mean cross-entropy over the answer tokens of each micro-batch, averaged over
 micro-batches and processes.
 
-Checkpoints are release directories (`OUT/checkpoint-N`, export.py) that `vary ocr --model` loads, plus
-`training_state.pt` (train_state.py); the data position is the step itself, because each epoch's
+Checkpoints are release directories (`OUT/checkpoint-N`, models/export.py) that `vary ocr --model` loads, plus
+`training_state.pt` (state.py); the data position is the step itself, because each epoch's
 order is a seeded permutation. `OUT/latest` names the newest complete checkpoint, and `resume`
 continues from it exactly. The same command runs under `torchrun --nproc-per-node N`: DDP (gloo on
-CPU, NCCL on CUDA) or, with `fsdp`, FSDP2 (train_dist.py). Progress goes to a `TrainProgress` the
+CPU, NCCL on CUDA) or, with `fsdp`, FSDP2 (dist.py). Progress goes to a `TrainProgress` the
 caller passes in; metrics go to `OUT/metrics.jsonl` (one JSON object per logged step or evaluation).
 """
 
@@ -31,17 +31,16 @@ from typing import Any, Iterable, Iterator
 import torch
 import torch.nn as nn
 
-from .config import VaryConfig, VaryTinyConfig
-from .data import DataReport, Sample, TrainDataset, check_images, collate, encode_all, file_fingerprint, read_samples
-from .errors import VaryError
-from .export import read_latest, remove_stale
-from .output import OutputError
-from .train_config import ADAM_BETAS, ADAM_EPS, TrainConfig
-from .train_dist import Dist, StepBatches, autocast_dtype, setup_distributed, wrap
-from .train_qwen import QwenRecipe
-from .train_state import METRICS_FILE, Recipe, RunState, TrainingModel, TrainProgress, restore, save, \
+from ..models.config import VaryConfig, VaryTinyConfig
+from .dataset import DataReport, Sample, TrainDataset, check_images, collate, encode_all, file_fingerprint, read_samples
+from ..errors import OutputError, VaryError
+from ..models.export import read_latest, remove_stale
+from .config import ADAM_BETAS, ADAM_EPS, TrainConfig
+from .dist import Dist, StepBatches, autocast_dtype, setup_distributed, wrap
+from .qwen import QwenRecipe
+from .state import METRICS_FILE, Recipe, RunState, TrainingModel, TrainProgress, restore, save, \
     trim_metrics, write_metrics
-from .train_vocabulary import VocabularyRecipe, init_vocabulary
+from .vocabulary import VocabularyRecipe, init_vocabulary
 
 # Which family each stage trains, its recipe, and the tokenizer files its checkpoints carry.
 STAGE_FAMILIES: dict[str, tuple[type, type[Recipe], tuple[str, ...]]] = {
@@ -117,7 +116,7 @@ def run(cfg: TrainConfig, progress: TrainProgress | None = None) -> TrainResult:
 
 def _load_recipe(cfg: TrainConfig, dist: Dist, device: torch.device, start_dir: Path | None) -> Recipe:
     """Load the start checkpoint (rank 0 first, so a hub download happens once) into its stage's recipe."""
-    from .checkpoint import load, load_directory
+    from ..models.checkpoint import load, load_directory
 
     loaded = None
     for turn in (True, False):

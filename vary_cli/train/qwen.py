@@ -4,7 +4,7 @@ the training-mode forward and the loss (training.md §1, §3).
 Both vision towers are frozen (the original runs them without gradients); the projectors and the LLM
 train, or with `freeze_lm` only the projectors and the input embeddings. The forward is Qwen-1's
 training mode: positions 0..T-1, no dynamic NTK, no log-n, plain causal attention (SDPA while training).
-`QwenRecipe` hands these to the loop in train.py.
+`QwenRecipe` hands these to the loop in loop.py.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .model import VaryQwenForCausalLM, attention_bias, check_image_tokens, rotary_cos_sin
-from .train_config import TrainConfig
-from .train_state import Recipe, target_loss
+from ..models.vary_qwen import VaryQwenForCausalLM, attention_bias, check_image_tokens, rotary_cos_sin
+from .config import TrainConfig
+from .state import Recipe, target_loss
 
 
 def set_trainable(model: VaryQwenForCausalLM, freeze_lm: bool) -> None:

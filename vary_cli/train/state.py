@@ -2,9 +2,9 @@
 (`Recipe`, and the chunked answer-token loss both families share), the run's live objects
 (`RunState`), saving a checkpoint and restoring from one.
 
-A checkpoint is a release directory (export.py) plus `training_state.pt` (optimizer, scheduler, grad
+A checkpoint is a release directory (models/models/export.py) plus `training_state.pt` (optimizer, scheduler, grad
 scaler, RNG states, step, and the settings a resumed run must share). `save` writes it atomically and
-then moves `OUT/latest`; `restore` refuses a checkpoint made with other settings. Used by `train.py`.
+then moves `OUT/latest`; `restore` refuses a checkpoint made with other settings. Used by `loop.py`.
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import ModelConfig
-from .data import IGNORE_INDEX
-from .errors import VaryError
-from .export import TRAINING_STATE, prune, save_release, write_latest
-from .train_config import TrainConfig
-from .train_dist import Dist
+from ..models.config import ModelConfig
+from .dataset import IGNORE_INDEX
+from ..errors import VaryError
+from ..models.export import TRAINING_STATE, prune, save_release, write_latest
+from .config import TrainConfig
+from .dist import Dist
 
 METRICS_FILE = "metrics.jsonl"
 # Settings a resumed run must share with the run it continues (else the data order or schedule differ).
@@ -119,7 +119,7 @@ def write_metrics(run_: RunState, metrics: dict[str, Any]) -> None:
 
 def trim_metrics(path: Path, step: int) -> None:
     """Drop metrics lines of steps after `step` (a resumed run repeats them)."""
-    from .output import atomic_write_text
+    from ..files import atomic_write_text
 
     if not path.is_file():
         return

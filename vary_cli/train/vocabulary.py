@@ -3,10 +3,10 @@
 As the original's vary/train/train_opt.py + vary/model/vary_opt.py train it (training.md §1, §4):
 everything trains, the SAM encoder + neck + net_2/net_3 (the original runs them under
 `torch.set_grad_enabled(True)`), `mm_projector` and OPT; the loss is the mean cross-entropy over the
-answer tokens of vary/data/caption_opt.py's sequence (data.py `encode_vocabulary_sample`), with OPT's
+answer tokens of vary/data/caption_opt.py's sequence (dataset.py `encode_vocabulary_sample`), with OPT's
 residual dropout (0.1 in OPT-125M's config) active. Pages go through the deterministic part of the
 original's `train_transform` (albumentations Resize(1024, 1024) + ImageNet Normalize, which is
-`test_transform`, preprocess.py `linear_imagenet_pixels`). Left out: its random augmentations, each
+`test_transform`, models/preprocess.py `linear_imagenet_pixels`). Left out: its random augmentations, each
 applied to a few percent of pages (erosion/dilation 2 %, shear 3 %, shift-scale-rotate 3 %, grid
 distortion 4 %, translate + elastic 4 %, brightness/contrast 3 %, JPEG quality 95 7 %, Gaussian noise
 8 %, Gaussian blur 3 %; `Bitmap` has p=0).
@@ -14,7 +14,7 @@ distortion 4 %, translate + elastic 4 %, brightness/contrast 3 %, JPEG quality 9
 The vision vocabulary can start from the checkpoint, from scratch (as the original builds it: SAM
 ViT-B with no weights inside OPT's `from_pretrained`), or with the SAM encoder read from a
 segment-anything ViT-B checkpoint (`image_encoder.*` keys of sam_vit_b_01ec64.pth) and new net_2/net_3
-and projector: `init_vocabulary`. Checkpoints are Vary-tiny release directories (export.py).
+and projector: `init_vocabulary`. Checkpoints are Vary-tiny release directories (models/export.py).
 """
 
 from __future__ import annotations
@@ -24,13 +24,13 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from .checkpoint import UnknownKey, rename_key
-from .config import SamVisionSpec
-from .errors import VaryError, WeightsError
-from .model import VisionVocabulary, attention_bias
-from .model_opt import VaryOPTForCausalLM
-from .train_config import TrainConfig
-from .train_state import Recipe, target_loss
+from ..models.keys import UnknownKey, to_ours
+from ..models.config import SamVisionSpec
+from ..errors import VaryError, WeightsError
+from ..models.vary_qwen import VisionVocabulary, attention_bias
+from ..models.vary_opt import VaryOPTForCausalLM
+from .config import TrainConfig
+from .state import Recipe, target_loss
 
 # OPT's initializer_range (init_std): what transformers' _init_weights gives the modules the original
 # builds without weights (the SAM tower's Linear layers and the projector).
@@ -113,7 +113,7 @@ def read_sam_encoder(path: Path, spec: SamVisionSpec) -> dict[str, torch.Tensor]
             continue  # prompt_encoder.*, mask_decoder.*
         try:
             # Segment-anything's encoder names are the Vary releases' SAM names: reuse the loader's table.
-            name = rename_key("transformer.vision_tower_high." + key[len(prefix):])
+            name = to_ours("transformer.vision_tower_high." + key[len(prefix):])
         except UnknownKey:
             name = None
         if name is None or name.split(".")[1] in ("net_2", "net_3"):

@@ -43,7 +43,7 @@ enable_mps_fallback()  # before `import torch`, see the module docstring
 
 import torch  # noqa: E402  (must follow enable_mps_fallback)
 
-from .errors import DeviceError  # noqa: E402
+from ..errors import DeviceError  # noqa: E402
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}

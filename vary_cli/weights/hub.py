@@ -25,7 +25,7 @@ from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
-from .errors import WeightsError
+from ..errors import WeightsError
 from .registry import ModelEntry
 
 LOCK_VERSION = 1
@@ -136,7 +136,7 @@ def _read_lock(entry: ModelEntry) -> dict[str, Any] | None:
 def _write_lock(entry: ModelEntry, lock: dict[str, Any]) -> None:
     # Atomic, with a temporary name of its own: a crash never leaves a half-written lock, and two vary
     # processes recording the same lock at once do not trip over each other's temporary file.
-    from .output import atomic_write_text
+    from ..files import atomic_write_text
 
     atomic_write_text(lock_path(entry), json.dumps(lock, indent=2, sort_keys=True) + "\n")
 
@@ -268,12 +268,12 @@ def _record(entry: ModelEntry, directory: Path, commit: str, previous: dict[str,
 def _fetch(entry: ModelEntry, force: bool) -> tuple[Path, str]:
     from huggingface_hub import snapshot_download
     from huggingface_hub.utils import (
-        GatedRepoError,
-        HfHubHTTPError,
-        LocalEntryNotFoundError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
+                                       GatedRepoError,
+                                       HfHubHTTPError,
+                                       LocalEntryNotFoundError,
+                                       RepositoryNotFoundError,
+                                       RevisionNotFoundError,
+                                       )
 
     try:
         # hf resumes partial files, shows tqdm bars on stderr, and fetches only allow_patterns.

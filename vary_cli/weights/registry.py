@@ -18,7 +18,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from .errors import WeightsError
+from ..errors import WeightsError
 
 COMMIT_RE = re.compile(r"[0-9a-f]{40}")
 SHA256_RE = re.compile(r"[0-9a-f]{64}")
@@ -127,7 +127,7 @@ def _registry_text() -> str:
     packaged = resources.files("vary_cli").joinpath("weights.toml")
     if packaged.is_file():
         return packaged.read_text(encoding="utf-8")
-    return (Path(__file__).resolve().parent.parent / "weights.toml").read_text(encoding="utf-8")
+    return (Path(__file__).resolve().parents[2] / "weights.toml").read_text(encoding="utf-8")
 
 
 @lru_cache(maxsize=1)

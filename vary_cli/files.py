@@ -1,0 +1,63 @@
+"""Files that are never half-written: atomic replace of a text file, and durable renames.
+
+Every subsystem that writes a file a user keeps (outputs, resume stores, checkpoints, lock files, data
+sets) goes through `atomic_write_text`, or writes a temporary name and renames it followed by
+`fsync_dir`, so a crash leaves the old file or the new one, never half of one. A leaf module: it
+imports nothing of ours but `errors`.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from .errors import OutputError
+
+
+def atomic_write_text(path: Path | str, text: str, encoding: str = "utf-8") -> None:
+    """Replace `path` with `text` so that readers and crashes only ever see the old or the new content.
+
+    Creates missing parent directories. On any failure the temporary file is removed and the target is
+    left as it was.
+
+    Raises:
+        OutputError: the directory cannot be created or written (the message names the path).
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # os.open with 0o666 lets the umask set the final permissions, as a plain open() would; O_EXCL
+        # guards against clobbering another writer's temporary file.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        with os.fdopen(fd, "w", encoding=encoding, newline="") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        # BaseException too: a Ctrl-C mid-write must not leave a stray temporary file either.
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise OutputError(f"{path}: cannot write the output ({exc.strerror or exc}); check that the "
+                              "directory is writable and the disk has space") from None
+        raise
+    fsync_dir(path.parent)
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a rename or unlink in `directory` durable (a no-op where directories cannot be opened)."""
+    # Makes the rename/unlink itself durable. Not possible on Windows (directories cannot be opened).
+    if os.name != "posix":
+        return
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
