@@ -1,0 +1,140 @@
+"""`vary eval run`: run a model on a benchmark through the convert pipeline and keep every prediction.
+
+Page and question items (images, or single PDF pages) go through `pipeline.generate_pages` in batches
+grouped by prompt; a batch that fails is retried one item at a time, and an item that still fails is
+an empty prediction (reported, and retried on the next run). Each finished item is appended to a
+`PageStore` resume store beside `OUT/predictions.jsonl` (fsynced), so a killed run resumes where it
+stopped; `predictions.jsonl` itself (`{"id", "answer", "finish_reason"}` per line, readable by `vary eval
+score`) is rewritten atomically at the end. nougat-style PDF + .mmd pairs are whole documents: each goes
+through `pipeline.convert_document` with its own resumable output under `OUT/documents/`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable
+
+from ..convert.generate import GenerationConfig
+from ..convert.output import PageStore, settings_fingerprint, source_fingerprint
+from ..convert.pipeline import convert_document, default_batch_size, generate_pages
+from ..convert.raster import open_document
+from ..convert.results import PageResult
+from ..errors import InputError, VaryError, one_line
+from ..files import atomic_write_text
+from ..models.loaded import LoadedModel
+from ..models.preprocess import load_image
+from .readers import Benchmark, Item, read_text
+
+PREDICTIONS = "predictions.jsonl"
+# The prompt each task gets when neither --prompt nor the item names one.
+DEFAULT_PROMPT = {"ocr": "ocr", "docvqa": None, "chartqa": None}
+_PAGE_MARKER = re.compile(r"^<!-- page \d+ -->\n?", re.M)
+
+
+def run_benchmark(loaded: LoadedModel, bench: Benchmark, out: Path, gen: GenerationConfig, *,
+                  prompt: str | None = None, batch_size: int = 0,
+                  on_item: Callable[[int, int, str], None] | None = None) -> dict[str, str]:
+    """Predictions (key -> text) of every item, generating only those not already kept under `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    batch_size = batch_size or default_batch_size(loaded, gen.max_new_tokens)
+    documents = [item for item in bench.items if item.pdf is not None and item.page is None]
+    pages = [item for item in bench.items if not (item.pdf is not None and item.page is None)]
+    predictions: dict[str, str] = {}
+    for index, item in enumerate(documents, 1):
+        predictions[item.key] = _run_document(loaded, item, out, gen, prompt or "markdown", batch_size)
+        if on_item:
+            on_item(index, len(bench.items), item.key)
+    if pages:
+        predictions.update(_run_pages(loaded, bench, pages, out, gen, prompt, batch_size, on_item, len(documents)))
+    return predictions
+
+
+def _run_document(loaded: LoadedModel, item: Item, out: Path, gen: GenerationConfig, prompt: str,
+                  batch_size: int) -> str:
+    output = out / "documents" / f"{item.key}.md"
+    convert_document(loaded, item.pdf, output, prompt=prompt, fmt="md", gen=gen, batch_size=batch_size)
+    # Page markers are ours, not the document's; failure markers stay (they are missing text).
+    return _PAGE_MARKER.sub("", read_text(output)).strip()
+
+
+def _prompt_for(item: Item, bench: Benchmark, override: str | None) -> str:
+    prompt = override or item.prompt or DEFAULT_PROMPT[bench.task]
+    if not prompt:
+        raise InputError(f"{bench.path}: item {item.key} has no question to ask; give --prompt")
+    return prompt
+
+
+def _run_pages(loaded: LoadedModel, bench: Benchmark, items: list[Item], out: Path, gen: GenerationConfig,
+               override: str | None, batch_size: int, on_item, offset: int) -> dict[str, str]:
+    output = out / PREDICTIONS
+    settings = {"model": str(loaded.directory), "dtype": str(loaded.dtype), "prompt": override,
+                "task": bench.task, "gen": asdict(gen)}
+    source = bench.path if bench.path.is_file() else bench.path / "."
+    # The sidecar is the durable record (page = the item's 1-based position); it is kept after the run so
+    # a longer --limit or a rerun reuses every finished item.
+    store = PageStore(output, source_fingerprint(source), settings_fingerprint(settings))
+    results: dict[str, PageResult] = {}
+    try:
+        todo: list[tuple[int, Item]] = []
+        for number, item in enumerate(items, 1):
+            kept = store.finished.get(number)
+            if kept is not None and kept.source == item.key:
+                results[item.key] = kept
+            else:
+                todo.append((number, item))
+        done = offset + len(results)
+        for batch in _batches(todo, bench, override, batch_size):
+            for (number, item), result in zip(batch, _generate(loaded, batch, bench, override, gen)):
+                store.add(result)
+                results[item.key] = result
+                done += 1
+                if on_item:
+                    on_item(done, offset + len(items), item.key)
+        lines = [{"id": item.key, "answer": results[item.key].text, "finish_reason": results[item.key].finish_reason,
+                  **({"error": results[item.key].error} if results[item.key].error else {})} for item in items]
+        atomic_write_text(output, "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines))
+    finally:
+        store.close()
+    return {key: result.text for key, result in results.items()}
+
+
+def _batches(todo: list[tuple[int, Item]], bench: Benchmark, override: str | None, size: int):
+    """Consecutive items that share a prompt, at most `size` at a time."""
+    batch: list[tuple[int, Item]] = []
+    for entry in todo:
+        if batch and (len(batch) == size or _prompt_for(batch[0][1], bench, override) != _prompt_for(entry[1], bench, override)):
+            yield batch
+            batch = []
+        batch.append(entry)
+    if batch:
+        yield batch
+
+
+def _image(item: Item):
+    if item.image is not None:
+        return load_image(item.image)
+    if item.pdf is not None:
+        return next(open_document(item.pdf).iter_pages([item.page]))[1]
+    raise InputError(f"item {item.key}: no image or pdf page to read")
+
+
+def _generate(loaded: LoadedModel, batch: list[tuple[int, Item]], bench: Benchmark, override: str | None,
+              gen: GenerationConfig) -> list[PageResult]:
+    started = time.perf_counter()
+    prompt = _prompt_for(batch[0][1], bench, override)
+    try:
+        images = [_image(item) for _, item in batch]
+        outputs = generate_pages(loaded, images, prompt, gen)
+    except (RuntimeError, VaryError, ValueError) as exc:  # out of memory, a bad image, ...
+        if len(batch) > 1:
+            return [r for entry in batch for r in _generate(loaded, [entry], bench, override, gen)]
+        number, item = batch[0]
+        return [PageResult(source=item.key, page=number, text="", finish_reason="error", tokens=0,
+                           seconds=round(time.perf_counter() - started, 3), error=one_line(exc)[:300])]
+    seconds = round((time.perf_counter() - started) / len(batch), 3)
+    return [PageResult(source=item.key, page=number, text=loaded.tokenizer.decode(ids).strip(), finish_reason=reason,
+                       tokens=len(ids), seconds=seconds) for (number, item), (ids, reason) in zip(batch, outputs)]

@@ -1,0 +1,180 @@
+"""Score predictions against a benchmark's ground truth: pairing, per-page metrics, means.
+
+`score_files(pred, gt, ...)` serves `vary eval score`; `score_items(...)` serves `vary eval run` and `vary
+train --eval-generate`. Edit distance is rapidfuzz's C code; tokenization, BLEU and METEOR (pure Python in
+nltk, the slow part) run over a pool of processes when there are enough pages to pay for it. WordNet is
+loaded once in the parent before the pool forks, so workers share it instead of each reading it again.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .metrics import anls, bleu, edit_distance, meteor, relaxed_accuracy, set_scores
+from .protocols import DEFAULT_PROTOCOL, Protocol, get_protocol
+from .readers import Benchmark, Item, read_ground_truth, read_predictions
+from .tokens import tokenize_pair
+from .wordnet import ensure_wordnet
+
+OCR_METRICS = ("edit_distance", "f1", "precision", "recall", "bleu", "meteor")
+VQA_METRIC = {"docvqa": "anls", "chartqa": "relaxed_accuracy"}
+VQA_SOURCE = {"docvqa": "DocVQA official ANLS (threshold 0.5)", "chartqa": "pix2struct relaxed_correctness (5%)"}
+# Below this many pages a pool costs more to start than it saves.
+POOL_MIN_PAGES = 32
+
+
+@dataclass
+class PageScore:
+    """One page's (or question's) texts and values; `skipped` says why it is left out of the means."""
+
+    key: str
+    prediction: str
+    answers: list[str]
+    values: dict[str, float | None] = field(default_factory=dict)
+    skipped: str | None = None
+    image: Path | None = None
+
+    def to_json(self) -> dict:
+        return {"key": self.key, "prediction": self.prediction, "ground_truth": self.answers[0] if len(self.answers) == 1
+                else self.answers, **self.values, "skipped": self.skipped}
+
+
+@dataclass
+class ScoreReport:
+    """Every page's scores plus what was paired, skipped and left unpaired, and how it was scored."""
+
+    task: str
+    protocol: str
+    order: str
+    pages: list[PageScore]
+    unpaired_predictions: list[str] = field(default_factory=list)
+    unpaired_ground_truth: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        return OCR_METRICS if self.task == "ocr" else (VQA_METRIC[self.task],)
+
+    @property
+    def scored(self) -> list[PageScore]:
+        return [p for p in self.pages if p.skipped is None]
+
+    def means(self) -> dict[str, float | None]:
+        out: dict[str, float | None] = {}
+        for name in self.metric_names:
+            values = [p.values[name] for p in self.scored if p.values.get(name) is not None]
+            out[name] = sum(values) / len(values) if values else None
+        return out
+
+    def to_json(self) -> dict:
+        return {"task": self.task, "protocol": self.protocol, "order": self.order, "metrics": self.means(),
+                "pairs": len(self.pages), "scored": len(self.scored), "skipped": len(self.pages) - len(self.scored),
+                "empty_predictions": sum(not p.prediction for p in self.pages),
+                "unpaired": {"predictions": len(self.unpaired_predictions),
+                             "ground_truth": len(self.unpaired_ground_truth)},
+                "notes": self.notes}
+
+
+def score_files(pred: Path, gt: Path, task: str | None = None, protocol: str = DEFAULT_PROTOCOL,
+                swap: bool = False, workers: int | None = None, with_meteor: bool = True) -> ScoreReport:
+    """Read PRED and GT in any supported layout, pair them by key and score every pair.
+
+    Raises:
+        InputError: a file is missing, not UTF-8, or malformed (the message names file and line).
+    """
+    bench = read_ground_truth(gt, task)
+    if task and bench.task != task:
+        bench.task = task
+    predictions = read_predictions(pred)
+    return score_items(bench, predictions, protocol, swap, workers, with_meteor)
+
+
+def score_items(bench: Benchmark, predictions: dict[str, str], protocol: str = DEFAULT_PROTOCOL,
+                swap: bool = False, workers: int | None = None, with_meteor: bool = True) -> ScoreReport:
+    """Score `predictions` (key -> text) against the benchmark's items."""
+    paired = [item for item in bench.items if item.key in predictions]
+    known = {item.key for item in bench.items}
+    unpaired_pred = sorted(k for k in predictions if k not in known)
+    unpaired_gt = [item.key for item in bench.items if item.key not in predictions]
+    if bench.task in VQA_METRIC:
+        pages = [_vqa_page(item, predictions[item.key], bench.task) for item in paired]
+        report = ScoreReport(bench.task, VQA_SOURCE[bench.task], "prediction vs ground truth", pages)
+    else:
+        chosen = get_protocol(protocol)
+        pages, notes = score_ocr(paired, predictions, chosen, swap, workers, with_meteor)
+        order = ("swapped: ground truth scored as the prediction, as Fox's and GOT's scripts do" if swap
+                 else "prediction vs ground truth")
+        report = ScoreReport("ocr", f"{chosen.name} ({chosen.source})", order, pages, notes=notes)
+    report.unpaired_predictions, report.unpaired_ground_truth = unpaired_pred, unpaired_gt
+    return report
+
+
+def _vqa_page(item: Item, prediction: str, task: str) -> PageScore:
+    value = anls(prediction, item.answers) if task == "docvqa" else relaxed_accuracy(prediction, item.answers)
+    return PageScore(item.key, prediction, item.answers, {VQA_METRIC[task]: value}, image=item.image)
+
+
+def score_ocr(items: list[Item], predictions: dict[str, str], protocol: Protocol, swap: bool = False,
+              workers: int | None = None, with_meteor: bool = True) -> tuple[list[PageScore], list[str]]:
+    """Per-page OCR metrics under `protocol`; returns the pages and notes (e.g. METEOR unavailable)."""
+    notes: list[str] = []
+    if with_meteor:
+        root, reason = ensure_wordnet()
+        if reason:
+            notes.append(reason)
+            with_meteor = False
+        else:
+            _load_wordnet()
+    pages, jobs = [], []
+    for item in items:
+        page = PageScore(item.key, predictions[item.key], item.answers, image=item.image)
+        pred, gt = page.prediction, item.answers[0]
+        if swap:
+            pred, gt = gt, pred
+        page.skipped = protocol.skip_reason(pred, gt)
+        pages.append(page)
+        if page.skipped is None:
+            jobs.append((pred, gt, protocol.tokenizer, with_meteor))
+    workers = workers or os.cpu_count() or 1
+    if workers > 1 and len(jobs) >= POOL_MIN_PAGES:
+        # fork shares the loaded WordNet; with torch loaded (vary eval run, vary train) spawn is the safe start.
+        context = multiprocessing.get_context("spawn" if "torch" in sys.modules else "fork")
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
+                                 initargs=(with_meteor,)) as pool:
+            results = list(pool.map(page_metrics, jobs, chunksize=max(1, len(jobs) // (workers * 8))))
+    else:
+        results = [page_metrics(job) for job in jobs]
+    for page, values in zip((p for p in pages if p.skipped is None), results):
+        page.values = values
+    return pages, notes
+
+
+def page_metrics(job: tuple[str, str, str, bool]) -> dict[str, float | None]:
+    """Every OCR metric of one (prediction, ground truth) pair, in the order the arguments give them."""
+    pred, gt, tokenizer, with_meteor = job
+    pred_tokens, gt_tokens = tokenize_pair(pred, gt, tokenizer)
+    precision, recall, f1 = set_scores(pred_tokens, gt_tokens)
+    return {"edit_distance": edit_distance(pred, gt), "f1": f1, "precision": precision, "recall": recall,
+            "bleu": bleu(pred_tokens, gt_tokens),
+            "meteor": meteor(pred_tokens, gt_tokens) if with_meteor else None}
+
+
+def _load_wordnet() -> None:
+    import warnings
+
+    from nltk.corpus import wordnet
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        wordnet.ensure_loaded()
+
+
+def _init_worker(with_meteor: bool) -> None:
+    if with_meteor:  # a no-op after fork; a spawned worker finds the prepared copy and loads it
+        ensure_wordnet()
+        _load_wordnet()
