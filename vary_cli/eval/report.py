@@ -90,7 +90,7 @@ def _histogram(report: ScoreReport) -> str:
     top = max(counts) or 1
     bars = []
     for i, count in enumerate(counts):
-        h = round((height - 30) * count / top)
+        h = round((height - 40) * count / top)
         x = i * bar + 10
         bars.append(f"<rect x='{x}' y='{height - 20 - h}' width='{bar - 4}' height='{h}' fill='#4a7bd0'>"
                     f"<title>{i / BINS:.1f}-{(i + 1) / BINS:.1f}: {count}</title></rect>"
@@ -109,7 +109,7 @@ def _page(report: ScoreReport, page: PageScore) -> str:
     else:
         pred_html, gt_html = html.escape(page.prediction), html.escape(truth)
     image = _image(page.image)
-    return (f"<div class='page'><h2>{html.escape(page.key)}</h2><div>{status}</div><div class='cols'>"
+    return (f"<div class='page' data-key='{html.escape(page.key, quote=True)}'><h2>{html.escape(page.key)}</h2><div>{status}</div><div class='cols'>"
             + (f"<div>{image}</div>" if image else "")
             + f"<div><b>prediction</b><pre>{pred_html}</pre></div>"
             f"<div><b>ground truth</b><pre>{gt_html}</pre></div></div></div>")
