@@ -1,0 +1,98 @@
+"""`vary eval run` on the tiny checkpoint: manifest items through the convert pipeline, resume, nougat pairs."""
+
+import json
+
+import pytest
+import torch
+from PIL import Image, ImageDraw
+from typer.testing import CliRunner
+
+from vary_cli.cli.app import app
+from vary_cli.convert import pipeline
+from vary_cli.convert.generate import GenerationConfig
+from vary_cli.eval import run as eval_run
+from vary_cli.eval.readers import read_ground_truth
+from vary_cli.models.checkpoint import load_directory
+
+GEN = GenerationConfig(max_new_tokens=4)
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_checkpoint):
+    return load_directory(tiny_checkpoint, torch.device("cpu"), torch.float32)
+
+
+def page(path, shade):
+    image = Image.new("RGB", (90, 120), (255, shade, 255))
+    ImageDraw.Draw(image).text((10, 10), f"page {shade}", fill="black")
+    image.save(path)
+    return path
+
+
+@pytest.fixture
+def manifest(tmp_path):
+    (tmp_path / "img").mkdir()
+    lines = [{"id": f"p{i}", "image": f"img/{i}.png", "answers": [f"page text {i}"]} for i in range(3)]
+    for i in range(3):
+        page(tmp_path / "img" / f"{i}.png", 60 * i)
+    pdf_pages = [Image.new("RGB", (100, 130), "white"), Image.new("RGB", (100, 130), (200, 255, 255))]
+    pdf_pages[0].save(tmp_path / "doc.pdf", save_all=True, append_images=pdf_pages[1:])
+    lines.append({"id": "doc-2", "pdf": "doc.pdf", "page": 2, "prompt": "markdown", "answers": ["second page"]})
+    path = tmp_path / "bench.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return path
+
+
+def test_run_scores_what_the_pipeline_reads_and_resumes(tiny_checkpoint, loaded, manifest, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    args = ["eval", "run", str(manifest), "--model", str(tiny_checkpoint), "--out", str(out), "--device", "cpu",
+            "--max-new-tokens", "4", "--batch-size", "2", "--json"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout.strip().splitlines()[-1])
+    assert data["pairs"] == 4 and data["task"] == "ocr" and set(data["metrics"]) >= {"edit_distance", "f1", "meteor"}
+    predictions = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert [p["id"] for p in predictions] == ["p0", "p1", "p2", "doc-2"]
+    # The same text `vary ocr` gives for each image (batching does not change greedy output).
+    for i in range(3):
+        (expected,) = pipeline.ocr_images(loaded, [manifest.parent / "img" / f"{i}.png"], "ocr", GEN)
+        assert predictions[i]["answer"] == expected.text.strip()
+    # A second run generates nothing: every item comes from the resume store.
+    monkeypatch.setattr(eval_run, "generate_pages", lambda *a, **k: pytest.fail("regenerated a finished item"))
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout.strip().splitlines()[-1]) == data
+
+
+def test_a_failing_item_is_an_empty_prediction_and_the_rest_survive(loaded, manifest, tmp_path, monkeypatch):
+    bench = read_ground_truth(manifest)
+    real = eval_run.generate_pages
+
+    def flaky(loaded_, images, prompt, gen):
+        if any(image.getpixel((80, 110))[1] == 60 for image in images):  # page 1's colour
+            raise RuntimeError("out of memory")
+        return real(loaded_, images, prompt, gen)
+
+    monkeypatch.setattr(eval_run, "generate_pages", flaky)
+    predictions = eval_run.run_benchmark(loaded, bench, tmp_path / "out", GEN, batch_size=4)
+    assert predictions["p1"] == "" and len(predictions) == 4
+    kept = [json.loads(line) for line in (tmp_path / "out" / "predictions.jsonl").read_text().splitlines()]
+    assert kept[1]["finish_reason"] == "error" and "out of memory" in kept[1]["error"]
+    monkeypatch.setattr(eval_run, "generate_pages", real)  # the next run retries the failed item only
+    eval_run.run_benchmark(loaded, bench, tmp_path / "out", GEN, batch_size=4)
+    kept = [json.loads(line) for line in (tmp_path / "out" / "predictions.jsonl").read_text().splitlines()]
+    assert [k["finish_reason"] for k in kept].count("error") == 0
+
+
+def test_nougat_pairs_convert_whole_documents(loaded, tmp_path):
+    bench_dir = tmp_path / "nougat"
+    bench_dir.mkdir()
+    pages = [Image.new("RGB", (100, 130), "white"), Image.new("RGB", (100, 130), (220, 255, 255))]
+    pages[0].save(bench_dir / "paper.pdf", save_all=True, append_images=pages[1:])
+    (bench_dir / "paper.mmd").write_text("# Title\n\nSome text.\n")
+    bench = read_ground_truth(bench_dir)
+    assert [item.key for item in bench.items] == ["paper"] and bench.items[0].answers == ["# Title\n\nSome text."]
+    predictions = eval_run.run_benchmark(loaded, bench, tmp_path / "out", GEN, batch_size=2)
+    _, text = pipeline.convert_document(loaded, bench_dir / "paper.pdf", None, prompt="markdown", fmt="md", gen=GEN)
+    assert "<!-- page" not in predictions["paper"]
+    assert predictions["paper"] == "\n".join(l for l in text.splitlines() if not l.startswith("<!-- page")).strip()
