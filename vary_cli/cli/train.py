@@ -34,6 +34,9 @@ def train(
     out: Annotated[Path, typer.Option(help="Output directory for checkpoint-N/, latest and metrics.jsonl.")] = Path("vary-train"),
     eval_data: Annotated[Optional[list[Path]], typer.Option(
         "--eval", show_default=False, help="Held-out data; its loss is reported at --eval-every steps.")] = None,
+    eval_generate: Annotated[int, typer.Option(
+        "--eval-generate", min=0, help="At each evaluation, greedily decode this many --eval samples and log their "
+                                       "edit distance and F1 beside the loss.")] = 0,
     lr: Annotated[Optional[float], typer.Option(help="Peak learning rate [default: the stage's].")] = None,
     epochs: Annotated[int, typer.Option(help="Passes over the data, unless --max-steps.")] = 1,
     max_steps: Annotated[Optional[int], typer.Option(help="Optimizer steps in all (overrides --epochs).")] = None,
@@ -89,7 +92,7 @@ def train(
         cfg = TrainConfig(
             stage=stage, data=tuple(data), out=out,
             model=model or ("vary-tiny" if stage == "vocabulary" else "vary-toy"),
-            eval_data=tuple(eval_data or ()), lr=lr, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
+            eval_data=tuple(eval_data or ()), eval_generate=eval_generate, lr=lr, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
             grad_accum=grad_accum, max_length=max_length, weight_decay=weight_decay, warmup_ratio=warmup_ratio,
             max_grad_norm=max_grad_norm, gradient_checkpointing=gradient_checkpointing, dropout=dropout,
             vocabulary_init=vocabulary_init, freeze_lm=freeze_lm,
@@ -172,7 +175,9 @@ class RichProgress:
             stderr.print(f"step {m['step']}: {info}, eta {m['eta_s']:.0f}s")
 
     def evaluated(self, m: dict[str, Any]) -> None:
-        self.bar.console.print(f"step {m['step']}: eval loss {m['eval_loss']:.4f}")
+        extra = (f", edit distance {m['eval_edit_distance']:.4f}, F1 {m['eval_f1']:.4f} on {m['eval_generated']} "
+                 "decoded samples") if "eval_edit_distance" in m else ""
+        self.bar.console.print(f"step {m['step']}: eval loss {m['eval_loss']:.4f}{extra}")
 
     def saved(self, directory: Path) -> None:
         self.bar.console.print(f"saved {directory}")

@@ -84,6 +84,9 @@ class TrainConfig:
     """Write a checkpoint every this many steps, and at the end (`--save-every`)."""
     keep: int = 1
     """How many of the newest checkpoints to keep (`--keep`; the original's save_total_limit)."""
+    eval_generate: int = 0
+    """Greedy-decode this many eval samples (with images) at each evaluation and log their edit distance and
+    F1 beside the loss (`--eval-generate`)."""
     eval_every: int | None = None
     """Evaluate every this many steps (`--eval-every`); default: at each save."""
     log_every: int = 1
@@ -137,6 +140,10 @@ class TrainConfig:
             raise VaryError(f"--keep must be at least 1, got {self.keep}")
         if self.workers < 0:
             raise VaryError(f"--workers must be >= 0, got {self.workers}")
+        if self.eval_generate < 0:
+            raise VaryError(f"--eval-generate must be >= 0, got {self.eval_generate}")
+        if self.eval_generate and not self.eval_data:
+            raise VaryError("--eval-generate needs --eval DATA")
         if self.eval_every is not None and not self.eval_data:
             raise VaryError("--eval-every needs --eval DATA")
 

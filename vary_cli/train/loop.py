@@ -319,6 +319,69 @@ def evaluate(run_: RunState, step: int) -> float:
     eval_loss = loss_sum / max(count, 1)
     run_.last_eval = eval_loss
     metrics = {"step": step, "eval_loss": eval_loss, "eval_tokens": int(count)}
+    if cfg.eval_generate:
+        run_.model.eval()
+        metrics.update(generated_metrics(run_))
+        run_.model.train()
     write_metrics(run_, metrics)
     run_.progress.evaluated(metrics)
     return eval_loss
+
+
+def generation_budget(answer_tokens: int, max_length: int) -> int:
+    """New tokens allowed for an eval sample: twice its answer plus 16, at most --max-length.
+
+    A page decoded past twice its reference length is already at edit distance >= 0.5; stopping there
+    keeps each evaluation's time bounded while a random early model loops.
+    """
+    return max(1, min(max_length, 2 * answer_tokens + 16))
+
+
+def generated_metrics(run_: RunState) -> dict[str, float]:
+    """Greedy decodes of the first --eval-generate eval samples with images, scored as the paper scores pages:
+    mean normalized edit distance and token-set F1 (eval/metrics.py, Fox's tokenization). Every process
+    decodes the same samples (FSDP needs all of them in each forward); only the main one logs."""
+    from ..convert.generate import GenerationConfig, generate
+    from ..eval.metrics import edit_distance, set_scores
+    from ..eval.tokens import tokenize_pair
+    from ..models.loaded import LoadedModel
+    from ..models.preprocess import load_image
+    from .dataset import IMAGE_PLACEHOLDER
+
+    cfg, recipe, device = run_.cfg, run_.recipe, run_.device
+    loaded = LoadedModel(recipe.model, recipe.tokenizer, recipe.config, Path(cfg.out), device, torch.float32)
+    samples = [s for s in run_.eval_data.samples if s.image is not None][:cfg.eval_generate]
+    distances, f1s = [], []
+    for sample in samples:
+        question, answer = sample.turns[0][1], sample.turns[1][1]
+        # Vary-tiny's vocabulary stage sees the image alone (its "" prompt format); the others the question.
+        prompt = "" if cfg.stage == "vocabulary" else question.replace(IMAGE_PLACEHOLDER, "").strip()
+        gen = GenerationConfig(max_new_tokens=generation_budget(len(recipe.tokenizer.encode(answer)), cfg.max_length))
+        with _inference_attention(recipe.model), \
+                torch.autocast(device.type, dtype=run_.amp or torch.float32, enabled=run_.amp is not None):
+            features = loaded.encode_pages([load_image(sample.image)], prompt)
+            (result,) = generate(recipe.model, [loaded.prompt_ids(prompt)], features, gen, loaded.stop_ids,
+                                 loaded.pad_id)
+        text, truth = recipe.tokenizer.decode(result.token_ids).strip(), answer.strip()
+        distances.append(edit_distance(text, truth))
+        f1s.append(set_scores(*tokenize_pair(text, truth, "jieba"))[2])
+    if not samples:
+        return {}
+    return {"eval_edit_distance": sum(distances) / len(samples), "eval_f1": sum(f1s) / len(samples),
+            "eval_generated": len(samples)}
+
+
+@contextlib.contextmanager
+def _inference_attention(model: nn.Module) -> Iterator[None]:
+    """Qwen-1's own attention (KV cache, log-n) while decoding; training switches Vary-Qwen to SDPA (qwen.py)."""
+    config = getattr(model, "qwen2_config", None)
+    if config is None:  # Vary-tiny's OPT trains and decodes with the same attention
+        yield
+        return
+    from ..models.vary_qwen import ATTN_IMPLEMENTATION
+
+    saved, config._attn_implementation = config._attn_implementation, ATTN_IMPLEMENTATION
+    try:
+        yield
+    finally:
+        config._attn_implementation = saved
