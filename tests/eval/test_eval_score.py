@@ -149,11 +149,36 @@ def test_without_wordnet_meteor_is_reported_unavailable(dirs, monkeypatch):
 
 
 def test_the_process_pool_gives_the_same_numbers(tmp_path):
+    import random
+
+    # Real words with WordNet synonyms, so METEOR reads synsets in every worker at once (forked workers once
+    # shared nltk's open files and read each other's lines).
+    words = ("house home dwelling car automobile run sprint quick fast big large small little happy glad "
+             "begin start end finish buy purchase").split()
+    rng = random.Random(0)
     pred, gt = tmp_path / "p", tmp_path / "g"
     pred.mkdir(), gt.mkdir()
-    for i in range(40):
-        (pred / f"{i}.md").write_text(f"page {i} text with some words {i * 7}")
-        (gt / f"{i}.md").write_text(f"page {i} text with other words {i * 7}")
-    pooled = score_files(pred, gt, workers=2, with_meteor=False)
-    alone = score_files(pred, gt, workers=1, with_meteor=False)
-    assert [p.values for p in pooled.pages] == [p.values for p in alone.pages] and len(pooled.scored) == 40
+    for i in range(48):
+        (pred / f"{i}.md").write_text(" ".join(rng.choice(words) for _ in range(80)))
+        (gt / f"{i}.md").write_text(" ".join(rng.choice(words) for _ in range(80)))
+    pooled = score_files(pred, gt, workers=2)
+    alone = score_files(pred, gt, workers=1)
+    assert [p.values for p in pooled.pages] == [p.values for p in alone.pages] and len(pooled.scored) == 48
+
+
+def test_forked_workers_open_their_own_wordnet_files():
+    # Inherited open files share one offset with the parent and the other workers; each worker must reopen.
+    from nltk.corpus import wordnet
+
+    from vary_cli.eval.score import _init_worker, _load_wordnet, ensure_wordnet
+
+    if ensure_wordnet()[1]:
+        pytest.skip("needs WordNet")
+    _load_wordnet()
+    wordnet.synsets("house")
+    inherited = dict(wordnet._data_file_map)
+    assert inherited
+    _init_worker(True)
+    assert wordnet._data_file_map == {}
+    assert wordnet.synsets("house")[0].name() == "house.n.01"
+    assert all(wordnet._data_file_map[pos] is not inherited.get(pos) for pos in wordnet._data_file_map)

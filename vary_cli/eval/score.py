@@ -142,8 +142,9 @@ def score_ocr(items: list[Item], predictions: dict[str, str], protocol: Protocol
             jobs.append((pred, gt, protocol.tokenizer, with_meteor))
     workers = workers or os.cpu_count() or 1
     if workers > 1 and len(jobs) >= POOL_MIN_PAGES:
-        # fork shares the loaded WordNet; with torch loaded (vary eval run, vary train) spawn is the safe start.
-        context = multiprocessing.get_context("spawn" if "torch" in sys.modules else "fork")
+        # fork shares the loaded WordNet (seconds per worker otherwise). Workers never call torch, so a torch
+        # loaded in the parent (vary eval run) is no hazard. macOS cannot fork safely: spawn there.
+        context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
         with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
                                  initargs=(with_meteor,)) as pool:
             results = list(pool.map(page_metrics, jobs, chunksize=max(1, len(jobs) // (workers * 8))))
@@ -175,6 +176,14 @@ def _load_wordnet() -> None:
 
 
 def _init_worker(with_meteor: bool) -> None:
-    if with_meteor:  # a no-op after fork; a spawned worker finds the prepared copy and loads it
-        ensure_wordnet()
-        _load_wordnet()
+    if not with_meteor:
+        return
+    ensure_wordnet()  # a spawned worker finds the prepared copy and loads it; after fork it is loaded
+    _load_wordnet()
+    from nltk.corpus import wordnet
+
+    # nltk reads synsets by seek + readline on files it keeps open. Forked workers inherit those open
+    # files, and with them one shared file offset: concurrent seeks would read each other's lines (seen
+    # as synsets that are None). Each worker drops the inherited handles and opens its own.
+    wordnet._data_file_map = {}
+    wordnet._key_count_file = wordnet._key_synset_file = None
