@@ -18,7 +18,7 @@ from pathlib import Path
 from .metrics import anls, bleu, edit_distance, meteor, relaxed_accuracy, set_scores
 from .protocols import DEFAULT_PROTOCOL, Protocol, get_protocol
 from .readers import Benchmark, Item, read_ground_truth, read_predictions
-from .tokens import tokenize_pair
+from .tokens import has_chinese, load_jieba, tokenize_pair
 from .wordnet import ensure_wordnet
 
 OCR_METRICS = ("edit_distance", "f1", "precision", "recall", "bleu", "meteor")
@@ -141,6 +141,8 @@ def score_ocr(items: list[Item], predictions: dict[str, str], protocol: Protocol
         if page.skipped is None:
             jobs.append((pred, gt, protocol.tokenizer, with_meteor))
     workers = workers or os.cpu_count() or 1
+    if protocol.tokenizer == "jieba" and any(has_chinese(pred) or has_chinese(gt) for pred, gt, _, _ in jobs):
+        load_jieba()  # once here, shared by forked workers, instead of once per worker
     if workers > 1 and len(jobs) >= POOL_MIN_PAGES:
         # fork shares the loaded WordNet (seconds per worker otherwise). Workers never call torch, so a torch
         # loaded in the parent (vary eval run) is no hazard. macOS cannot fork safely: spawn there.

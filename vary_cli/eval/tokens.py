@@ -31,6 +31,11 @@ def _lcut(text: str) -> list[str]:
     return _jieba.lcut(text)
 
 
+def load_jieba() -> None:
+    """Load jieba's dictionary now (a second or two), e.g. once in a parent before its workers fork."""
+    _lcut("")
+
+
 def tokenize_pair(pred: str, gt: str, tokenizer: str) -> tuple[list[str], list[str]]:
     """(prediction tokens, ground-truth tokens) under `tokenizer` (one of TOKENIZERS)."""
     if tokenizer == "chars":
