@@ -96,3 +96,25 @@ def test_nougat_pairs_convert_whole_documents(loaded, tmp_path):
     _, text = pipeline.convert_document(loaded, bench_dir / "paper.pdf", None, prompt="markdown", fmt="md", gen=GEN)
     assert "<!-- page" not in predictions["paper"]
     assert predictions["paper"] == "\n".join(l for l in text.splitlines() if not l.startswith("<!-- page")).strip()
+
+
+def test_docvqa_layout_runs_with_the_questions_as_prompts(tiny_checkpoint, tmp_path, monkeypatch):
+    (tmp_path / "documents").mkdir()
+    for name in ("a", "b"):
+        page(tmp_path / "documents" / f"{name}.png", 90)
+    val = tmp_path / "val_v1.0.json"
+    val.write_text(json.dumps({"data": [
+        {"questionId": 7, "question": "What is the date?", "image": "documents/a.png", "answers": ["1 May"]},
+        {"questionId": 8, "question": "Who signed?", "image": "documents/b.png", "answers": ["Ann"]}]}))
+    prompts = []
+    real = eval_run.generate_pages
+    monkeypatch.setattr(eval_run, "generate_pages", lambda l, images, prompt, gen: prompts.append(prompt) or
+                        real(l, images, prompt, gen))
+    report = tmp_path / "r.html"
+    result = CliRunner().invoke(app, ["eval", "run", str(val), "--task", "docvqa", "--model", str(tiny_checkpoint),
+                                      "--out", str(tmp_path / "out"), "--device", "cpu", "--max-new-tokens", "3",
+                                      "--limit", "1", "--json", "--report", str(report)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout.strip().splitlines()[-1])
+    assert data["pairs"] == 1 and set(data["metrics"]) == {"anls"} and prompts == ["What is the date?"]
+    assert "data:image/jpeg;base64," in report.read_text()
