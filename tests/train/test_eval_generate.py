@@ -42,3 +42,16 @@ def test_eval_generate_needs_eval_data(tiny_checkpoint, tmp_path):
         fast_config(tiny_checkpoint, tmp_path / "d.jsonl", tmp_path / "o", eval_generate=1)
     with pytest.raises(VaryError, match="--eval-generate must be >= 0"):
         fast_config(tiny_checkpoint, tmp_path / "d.jsonl", tmp_path / "o", eval_generate=-1, eval_data=(tmp_path,))
+
+
+def test_vary_tiny_vocabulary_stage_decodes_with_the_image_only_prompt(tiny_opt_checkpoint, tmp_path):
+    from vary_cli.train.config import TrainConfig
+
+    data = write_data(tmp_path / "pairs", answers=ANSWERS[:2], pairs=True)
+    out = tmp_path / "vocab"
+    # The vocabulary-stage recipe of tests/train/test_vocabulary_stage.py, which overfits two pages in 25 steps.
+    run(TrainConfig(stage="vocabulary", data=(data,), out=out, model=str(tiny_opt_checkpoint), device="cpu",
+                    dtype="fp32", batch_size=2, workers=0, lr=1e-2, max_steps=25, save_every=100, dropout=0.0,
+                    eval_data=(data,), eval_every=25, eval_generate=2))
+    (last,) = [m for m in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if "eval_loss" in m]
+    assert last["eval_generated"] == 2 and last["eval_edit_distance"] < 0.2 and last["eval_f1"] > 0.5
