@@ -112,7 +112,7 @@ def test_fox_page_ocr_json_against_a_directory_and_fox_results(tmp_path):
     assert scored(results, fox)["metrics"]["recall"] == pytest.approx(2 / 3)
 
 
-@pytest.mark.parametrize("case", ["missing_gt", "not_utf8", "bad_jsonl", "missing_key"])
+@pytest.mark.parametrize("case", ["missing_gt", "not_utf8", "bad_jsonl", "missing_key", "nothing_pairs"])
 def test_bad_inputs_are_one_line_naming_the_file_and_exit_2(tmp_path, case):
     pred, gt = tmp_path / "pred.jsonl", tmp_path / "gt.jsonl"
     pred.write_text('{"id": "1", "answer": "a"}\n')
@@ -121,13 +121,17 @@ def test_bad_inputs_are_one_line_naming_the_file_and_exit_2(tmp_path, case):
     if case == "missing_gt":
         gt.unlink()
     elif case == "not_utf8":
-        gt.write_bytes(b'{"id": "1", "answers": ["\xff"]}\n')
+        gt.write_bytes(b'{"id": "1", "answers": ["a"]}\n{"id": "2", "answers": ["\xff"]}\n')
+        expected = f"{gt}:2"
     elif case == "bad_jsonl":
         pred.write_text('{"id": "1", "answer": "a"}\n{"id": 2, "answer": \n')
         expected = f"{pred}:2"
-    else:
+    elif case == "missing_key":
         gt.write_text('{"id": "1", "answers": ["a"]}\n{"id": "2"}\n')
         expected = f"{gt}:2"
+    else:
+        pred.write_text('{"id": "q1", "answer": "a"}\n')
+        expected = "no prediction pairs with the ground truth"
     result = CliRunner().invoke(app, ["eval", "score", str(pred), str(gt), "--task", "docvqa"])
     assert result.exit_code == 2, result.output
     lines = result.stderr.strip().splitlines()
@@ -182,3 +186,10 @@ def test_forked_workers_open_their_own_wordnet_files():
     assert wordnet._data_file_map == {}
     assert wordnet.synsets("house")[0].name() == "house.n.01"
     assert all(wordnet._data_file_map[pos] is not inherited.get(pos) for pos in wordnet._data_file_map)
+
+
+def test_a_non_utf8_page_file_is_named(dirs):
+    pred, gt = dirs
+    (pred / "a.md").write_bytes(b"caf\xe9\n")
+    result = invoke(pred, gt)
+    assert result.exit_code == 2 and f"{pred / 'a.md'}: not UTF-8 text (byte 0xe9 at offset 3)" in result.stderr

@@ -84,8 +84,8 @@ def jsonl_records(path: Path) -> Iterator[tuple[int, dict]]:
     """(line number, object) of each non-blank line; InputError naming the line of a malformed one."""
     if not path.exists():
         raise InputError(f"{path}: no such file")
-    text = _decode(path.read_bytes(), str(path))
-    for number, line in enumerate(text.split("\n"), 1):
+    for number, raw in enumerate(path.read_bytes().split(b"\n"), 1):
+        line = _decode(raw, f"{path}:{number}")
         if not line.strip():
             continue
         try:

@@ -15,6 +15,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import InputError
 from .metrics import anls, bleu, edit_distance, meteor, relaxed_accuracy, set_scores
 from .protocols import DEFAULT_PROTOCOL, Protocol, get_protocol
 from .readers import Benchmark, Item, read_ground_truth, read_predictions
@@ -91,6 +92,10 @@ def score_files(pred: Path, gt: Path, task: str | None = None, protocol: str = D
     if task and bench.task != task:
         bench.task = task
     predictions = read_predictions(pred)
+    if bench.items and predictions and not any(item.key in predictions for item in bench.items):
+        raise InputError(f"{pred} and {gt}: no prediction pairs with the ground truth (keys look like "
+                         f"{next(iter(predictions))!r} and {bench.items[0].key!r}); see `vary eval score --help` "
+                         "for how each layout is keyed")
     return score_items(bench, predictions, protocol, swap, workers, with_meteor)
 
 
