@@ -18,6 +18,7 @@ from rich.markup import escape
 from .common import (DebugOption, DeviceOption, DtypeOption, MaxTokensOption, ModelOption, PromptOption,
                      SeedOption, TemperatureOption, TopPOption, fail, generation_config, load_model, stderr)
 from .convert import convert
+from .data import data_app
 from .models import models_app
 from .train import graft_vocabulary, train
 from ..errors import VaryError, one_line
@@ -77,6 +78,7 @@ app.command()(convert)
 app.command()(train)
 app.command("graft-vocabulary")(graft_vocabulary)
 app.add_typer(models_app, name="models", help="List, download, verify and remove model weights.")
+app.add_typer(data_app, name="data")
 
 
 def main() -> None:

@@ -1,0 +1,271 @@
+"""The data engine's runner: items through a process pool into `DIR/data.jsonl`, resumably and reproducibly.
+
+Every `vary data` kind (pdf pages, charts, negatives, detection) is a list of `Item`s, each with a
+stable `key` and its `index` in the whole list, and a picklable `work(item, seed)` function that
+writes the item's images under `DIR/images/` (atomically) and returns an `Outcome`: its records, or
+why it was skipped. `run_items`:
+
+- keeps the items this shard owns (`Shard.owns(key)`, so `--shard I/N`, torchrun and SLURM split a
+  corpus with no communication; each shard writes `data-I-of-N.jsonl` beside the others, so the
+  shards' files concatenate into one data set whose image paths all stay valid);
+- skips items already in the journal (`.data[-I-of-N].journal.jsonl`, one line per finished item,
+  appended by this process only after the item's images are in place): a rerun resumes;
+- runs the rest in `workers` processes (in this process for 1), each item seeded by
+  `item_seed(seed, key)`, so neither the worker count nor the order changes a byte;
+- writes `data.jsonl` (records in item order) and `manifest.json` (counts, skip reasons, errors,
+  settings, package versions) atomically, and checks the records with `vary train`'s own reader.
+
+Used by `pdf_pages.py`, `charts.py`, `negatives.py`, `detection.py`; the CLI passes a progress callback.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import platform
+import secrets
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Protocol
+
+from ..convert.shard import Shard, stable_hash
+from ..errors import InputError, OutputError
+from ..files import atomic_write_text
+
+IMAGES = "images"
+
+
+@dataclass(frozen=True)
+class Item:
+    """One unit of work: `key` names it (journal, shard, seed), `index` places it in the output."""
+
+    key: str
+    index: int
+    payload: Any = None
+
+
+@dataclass
+class Outcome:
+    """What one item gave: records (image paths relative to the output directory) or a skip reason."""
+
+    key: str
+    index: int
+    records: list[dict] = field(default_factory=list)
+    skipped: str | None = None
+    counts: dict[str, int] = field(default_factory=dict)  # kind-specific tallies for the manifest
+
+    def to_json(self) -> dict:
+        return {"key": self.key, "index": self.index, "records": self.records, "skipped": self.skipped,
+                "counts": self.counts}
+
+
+@dataclass
+class Summary:
+    """What a run wrote: paths, counts and the problems worth a line each."""
+
+    data: Path
+    manifest: Path
+    items: int = 0
+    resumed: int = 0
+    records: int = 0
+    skipped: Counter = field(default_factory=Counter)
+    errors: list[str] = field(default_factory=list)
+
+
+class Progress(Protocol):
+    def start(self, total: int, done: int) -> None: ...
+
+    def advance(self, n: int = 1) -> None: ...
+
+
+class _NoProgress:
+    def start(self, total: int, done: int) -> None:
+        pass
+
+    def advance(self, n: int = 1) -> None:
+        pass
+
+
+def item_seed(seed: int, key: str) -> int:
+    """The seed of one item: the same for a given --seed and key in every process and run."""
+    return stable_hash(f"{seed}\x00{key}")
+
+
+def output_names(shard: Shard) -> tuple[str, str, str]:
+    """(data, manifest, journal) file names in DIR: with a shard suffix when the work is split."""
+    suffix = "" if shard.is_single else f"-{shard.index:05d}-of-{shard.count:05d}"
+    return f"data{suffix}.jsonl", f"manifest{suffix}.json", f".data{suffix}.journal.jsonl"
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` (temporary name, fsync, rename), creating its folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def relative_image(path: Path, out: Path) -> str:
+    """`path` as a data.jsonl image reference: relative to `out`, with forward slashes."""
+    return Path(os.path.relpath(Path(path).resolve(), Path(out).resolve())).as_posix()
+
+
+def conversation(image: str, question: str, answer: str, key: str) -> dict:
+    """A `vary train` conversation record: the image, one human turn (`<image>` then the question), the answer."""
+    human = "<image>" + ("\n" + question if question else "")
+    return {"image": image, "conversations": [{"from": "human", "value": human}, {"from": "gpt", "value": answer}],
+            "id": key}
+
+
+def run_items(kind: str, items: list[Item], work: Callable[[Item, int], Outcome], out: Path, *, seed: int,
+              workers: int, shard: Shard, settings: dict, errors: Iterable[str] = (),
+              progress: Progress | None = None, versions: dict[str, str] | None = None) -> Summary:
+    """Run `work` over the items this shard owns and write data.jsonl and manifest.json in `out`.
+
+    Args:
+        kind: "pdf", "charts", ... (said in the manifest).
+        items: every item of the whole job, in output order (the shard's share is taken here).
+        work: module-level function (picklable, e.g. a functools.partial) run once per item.
+        settings: what decides the output (said in the manifest; a rerun with other settings is refused).
+        errors: problems found while listing the items (a PDF that does not open); the CLI exits 1.
+
+    Raises:
+        OutputError: `out` cannot be written, or it holds a run made with other settings.
+    """
+    progress = progress or _NoProgress()
+    out = Path(out)
+    data_name, manifest_name, journal_name = output_names(shard)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{out}: cannot create the output directory ({exc.strerror or exc})") from None
+    owned = [item for item in items if shard.owns(item.key)]
+    header = {"kind": kind, "seed": seed, "settings": settings}
+    journal = out / journal_name
+    done = _read_journal(journal, header)
+    keys = {item.key for item in owned}
+    done = {key: outcome for key, outcome in done.items() if key in keys}
+    todo = [item for item in owned if item.key not in done]
+    summary = Summary(out / data_name, out / manifest_name, items=len(owned), resumed=len(done),
+                      errors=list(errors))
+    progress.start(len(owned), len(done))
+    try:
+        with open(journal, "a", encoding="utf-8") as log:
+            if log.tell() == 0:
+                log.write(json.dumps({"header": header}, ensure_ascii=False) + "\n")
+            for outcome in _outcomes(todo, work, seed, workers):
+                log.write(json.dumps(outcome.to_json(), ensure_ascii=False) + "\n")
+                log.flush()  # the item's images are already in place; a crash after this keeps the item
+                done[outcome.key] = outcome
+                progress.advance()
+    except OSError as exc:
+        raise OutputError(f"{journal}: cannot write the journal ({exc.strerror or exc})") from None
+    ordered = sorted(done.values(), key=lambda o: o.index)
+    counts: Counter = Counter()
+    lines = []
+    for outcome in ordered:
+        if outcome.skipped:
+            summary.skipped[outcome.skipped] += 1
+        counts.update(outcome.counts)
+        lines += [json.dumps(record, ensure_ascii=False) + "\n" for record in outcome.records]
+    summary.records = len(lines)
+    atomic_write_text(summary.data, "".join(lines))
+    if lines:
+        _check_records(summary.data)
+    manifest = {"kind": kind, "data": data_name, "shard": None if shard.is_single else str(shard),
+                "items": len(owned), "records": len(lines), "skipped": dict(sorted(summary.skipped.items())),
+                "errors": summary.errors, "counts": dict(sorted(counts.items())), "seed": seed,
+                "settings": settings, "versions": package_versions(versions)}
+    atomic_write_text(summary.manifest, json.dumps(manifest, ensure_ascii=False, indent=2) + "\n")
+    return summary
+
+
+def _outcomes(todo: list[Item], work: Callable[[Item, int], Outcome], seed: int, workers: int):
+    if workers <= 1 or len(todo) <= 1:
+        for item in todo:
+            yield work(item, item_seed(seed, item.key))
+        return
+    # fork where there is one: workers start at once and inherit the settings; nothing here holds threads.
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    jobs = [(work, item, item_seed(seed, item.key)) for item in todo]
+    chunk = max(1, min(8, len(jobs) // (workers * 8)))  # neighbours (pages of one PDF) share a worker
+    with context.Pool(min(workers, len(jobs))) as pool:
+        yield from pool.imap_unordered(_call, jobs, chunksize=chunk)
+
+
+def _call(job: tuple) -> Outcome:
+    work, item, seed = job
+    return work(item, seed)
+
+
+def _read_journal(journal: Path, header: dict) -> dict[str, Outcome]:
+    if not journal.exists():
+        return {}
+    done: dict[str, Outcome] = {}
+    text = journal.read_text(encoding="utf-8")
+    lines = text.split("\n")
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            if number >= len(lines) - 1:  # the last line of a crashed run: the item is simply redone
+                break
+            raise OutputError(f"{journal}:{number}: damaged journal line; remove the file to start over") from None
+        if "header" in entry:
+            if entry["header"] != header:
+                raise OutputError(f"{journal.parent}: holds a run with other settings "
+                                  f"({_difference(entry['header'], header)}); use another --out, or delete "
+                                  f"{journal.name} there to redo it")
+            continue
+        done[entry["key"]] = Outcome(entry["key"], entry["index"], entry["records"], entry["skipped"],
+                                     entry.get("counts", {}))
+    if text and not text.endswith("\n"):  # a torn last line: rewrite without it so appends start clean
+        atomic_write_text(journal, "".join(json.dumps(entry, ensure_ascii=False) + "\n" for entry in
+                                           [{"header": header}] + [o.to_json() for o in done.values()]))
+    return done
+
+
+def _difference(old: dict, new: dict) -> str:
+    flat_old = {"kind": old.get("kind"), "seed": old.get("seed"), **old.get("settings", {})}
+    flat_new = {"kind": new.get("kind"), "seed": new.get("seed"), **new.get("settings", {})}
+    changed = [f"{k}: {flat_old.get(k)!r} then, {flat_new.get(k)!r} now" for k in sorted(set(flat_old) | set(flat_new))
+               if flat_old.get(k) != flat_new.get(k)]
+    return "; ".join(changed[:3]) or "different settings"
+
+
+def _check_records(path: Path) -> None:
+    # The exact reader `vary train` uses: a record it would refuse is a bug here, not the user's problem.
+    from ..train.dataset import read_samples
+
+    try:
+        read_samples(path)
+    except InputError as exc:
+        raise OutputError(f"vary data wrote a record vary train refuses ({exc}); please report this") from None
+
+
+def package_versions(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Versions of what shapes the output: Python, vary-cli, Pillow, and the kind's own libraries."""
+    from importlib import metadata
+
+    from .. import __version__
+
+    versions = {"python": platform.python_version(), "vary-cli": __version__}
+    for package in ("pillow", "numpy"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    versions.update(extra or {})
+    return versions
