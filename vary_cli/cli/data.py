@@ -121,3 +121,122 @@ def pdf(
         _report(summary, "pages")
     except VaryError as error:
         fail(error, debug)
+
+
+@data_app.command()
+def charts(
+    out: OutOption,
+    count: Annotated[int, typer.Option(min=1, help="How many charts.")] = 1000,
+    lang: Annotated[str, typer.Option(help="Languages to draw in, picked per chart: en, zh.")] = "en,zh",
+    kinds: Annotated[str, typer.Option(help="Chart kinds, picked per chart.")] = "bar,line,pie,composite",
+    corpus: Annotated[Optional[Path], typer.Option(
+        help="A text file whose words become titles and labels [default: the shipped word lists].",
+        show_default=False)] = None,
+    workers: WorkersOption = None,
+    seed: SeedOption = 0,
+    shard: ShardOption = None,
+    debug: DebugOption = False,
+) -> None:
+    """Bar, line, pie and composite charts with their data as a python-dict target (Vary's chart data)."""
+    try:
+        from functools import partial
+        from importlib.metadata import version
+
+        from ..data.charts import ChartSettings, chart_items, find_cjk_font, make_chart, read_corpus, require_cjk_font
+        from ..data.writer import run_items
+
+        languages = tuple(x.strip() for x in lang.split(",") if x.strip())
+        words = read_corpus(corpus) if corpus else ()
+        cjk = require_cjk_font() if "zh" in languages or any(not w.isascii() for w in words) else find_cjk_font()
+        settings = ChartSettings(out=str(out), languages=languages,
+                                 kinds=tuple(x.strip() for x in kinds.split(",") if x.strip()), corpus=words,
+                                 corpus_name=corpus.name if corpus else "", cjk_font=cjk)
+        with _Bar("charts") as bar:
+            summary = run_items("charts", chart_items(count), partial(make_chart, settings), out, seed=seed,
+                                workers=_workers(workers), shard=_shard(shard), settings=settings.manifest(),
+                                progress=bar, versions={"matplotlib": version("matplotlib")})
+        _report(summary, "charts")
+    except VaryError as error:
+        fail(error, debug)
+
+
+@data_app.command()
+def negatives(
+    images: Annotated[Path, typer.Argument(help="A directory of natural images (searched recursively).",
+                                           show_default=False)],
+    out: OutOption,
+    workers: WorkersOption = None,
+    seed: SeedOption = 0,
+    shard: ShardOption = None,
+    debug: DebugOption = False,
+) -> None:
+    """Natural images with one of the paper's five "this is nature" answers (Vary's negative samples)."""
+    try:
+        from functools import partial
+
+        from ..data.negatives import NATURE_ANSWERS, find_images, make_negative
+        from ..data.writer import run_items
+
+        with _Bar("images") as bar:
+            summary = run_items("negatives", find_images(images), partial(make_negative, str(out)), out, seed=seed,
+                                workers=_workers(workers), shard=_shard(shard),
+                                settings={"images": str(images.resolve()), "answers": list(NATURE_ANSWERS)},
+                                progress=bar)
+        _report(summary, "images")
+    except VaryError as error:
+        fail(error, debug)
+
+
+@data_app.command()
+def detection(
+    annotations: Annotated[Path, typer.Argument(help="A COCO-format detection json (instances_*.json).",
+                                                show_default=False)],
+    images: Annotated[Path, typer.Option(help="The directory its file_names are in.", show_default=False)],
+    out: OutOption,
+    max_boxes: Annotated[int, typer.Option(
+        help="Images with more boxes name a random set of classes instead (Vary-toy's 30-box rule).")] = 30,
+    workers: WorkersOption = None,
+    seed: SeedOption = 0,
+    shard: ShardOption = None,
+    debug: DebugOption = False,
+) -> None:
+    """COCO boxes as "Class: boxes" answers, box corners in 0-1000 (Vary-toy's detection data)."""
+    try:
+        from functools import partial
+
+        from ..data.detection import DetectionSettings, make_detection, read_coco
+        from ..data.writer import run_items
+
+        if not images.is_dir():
+            raise InputError(f"--images {images}: not a directory")
+        settings = DetectionSettings(out=str(out), max_boxes=max_boxes)
+        items = read_coco(annotations, images)
+        with _Bar("images") as bar:
+            summary = run_items("detection", items, partial(make_detection, settings), out, seed=seed,
+                                workers=_workers(workers), shard=_shard(shard),
+                                settings=dict(settings.manifest(), annotations=str(annotations.resolve())),
+                                progress=bar)
+        _report(summary, "images")
+    except VaryError as error:
+        fail(error, debug)
+
+
+@data_app.command("mix")
+def mix_command(
+    sources: Annotated[list[str], typer.Argument(
+        help="Data files or `vary data` directories, each FILE:WEIGHT (weight 1 if left out; 0.5 takes half, "
+             "2 every record twice).", show_default=False)],
+    out: OutOption,
+    eval_fraction: Annotated[float, typer.Option(help="Share of every source held out into eval.jsonl.")] = 0.0,
+    seed: Annotated[int, typer.Option(help="Seed of the hold-out, the subsets and the shuffle.")] = 0,
+    debug: DebugOption = False,
+) -> None:
+    """One shuffled, weighted training set (+ a held-out eval set); images are referenced, not copied."""
+    try:
+        from ..data.mix import mix, parse_source
+
+        summary = mix([parse_source(s) for s in sources], out, eval_fraction, seed)
+        held = f", {summary.held_out} held out in {escape(str(summary.eval))}" if summary.held_out else ""
+        stderr.print(f"wrote {summary.train} records to {escape(str(summary.data))}{held}")
+    except VaryError as error:
+        fail(error, debug)

@@ -180,7 +180,7 @@ def run_items(kind: str, items: list[Item], work: Callable[[Item, int], Outcome]
     summary.records = len(lines)
     atomic_write_text(summary.data, "".join(lines))
     if lines:
-        _check_records(summary.data)
+        check_records(summary.data)
     manifest = {"kind": kind, "data": data_name, "shard": None if shard.is_single else str(shard),
                 "items": len(owned), "records": len(lines), "skipped": dict(sorted(summary.skipped.items())),
                 "errors": summary.errors, "counts": dict(sorted(counts.items())), "seed": seed,
@@ -245,7 +245,8 @@ def _difference(old: dict, new: dict) -> str:
     return "; ".join(changed[:3]) or "different settings"
 
 
-def _check_records(path: Path) -> None:
+def check_records(path: Path) -> None:
+    """Read `path` with `vary train`'s own reader; a record it refuses is an OutputError (a bug here)."""
     # The exact reader `vary train` uses: a record it would refuse is a bug here, not the user's problem.
     from ..train.dataset import read_samples
 
