@@ -105,7 +105,7 @@ def pdf(
     try:
         from functools import partial
 
-        from ..data.pdf_pages import PdfSettings, find_pdfs, list_pages, make_page
+        from ..data.pdf_pages import PdfSettings, close_documents, find_pdfs, list_pages, make_page
         from ..data.writer import run_items
 
         settings = PdfSettings(out=str(out), prompt=prompt, min_chars=min_chars,
@@ -114,10 +114,13 @@ def pdf(
         items, errors = list_pages(find_pdfs(inputs), pages, where)
         from importlib.metadata import version
 
-        with _Bar("pages") as bar:
-            summary = run_items("pdf", items, partial(make_page, settings), out, seed=seed, workers=_workers(workers),
-                                shard=where, settings=settings.manifest(), errors=errors, progress=bar,
-                                versions={"pypdfium2": version("pypdfium2")})
+        try:
+            with _Bar("pages") as bar:
+                summary = run_items("pdf", items, partial(make_page, settings), out, seed=seed,
+                                    workers=_workers(workers), shard=where, settings=settings.manifest(),
+                                    errors=errors, progress=bar, versions={"pypdfium2": version("pypdfium2")})
+        finally:
+            close_documents()
         _report(summary, "pages")
     except VaryError as error:
         fail(error, debug)

@@ -137,11 +137,16 @@ def _document(path: str):
     import pypdfium2 as pdfium
 
     if path not in _open:
-        for old in _open.values():
-            old.close()
-        _open.clear()
+        close_documents()
         _open[path] = pdfium.PdfDocument(path)
     return _open[path]
+
+
+def close_documents() -> None:
+    """Close the document this process kept open between pages (workers' close when they exit)."""
+    for document in _open.values():
+        document.close()
+    _open.clear()
 
 
 def image_name(doc_key: str, number: int) -> str:
