@@ -19,6 +19,7 @@ import io
 import json
 import random
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -75,8 +76,9 @@ def require_cjk_font() -> str:
     """find_cjk_font(), or an InputError that names the package to install."""
     font = find_cjk_font()
     if not font:
-        raise InputError("--lang zh needs a Chinese font and matplotlib finds none; install one (Debian/Ubuntu: "
-                         "apt install fonts-noto-cjk), then remove ~/.cache/matplotlib so matplotlib sees it")
+        raise InputError("Chinese charts (--lang zh, part of the default en,zh) need a Chinese font and matplotlib "
+                         "finds none; install one (Debian/Ubuntu: apt install fonts-noto-cjk) and remove "
+                         "~/.cache/matplotlib so matplotlib sees it, or use --lang en")
     return font
 
 
@@ -175,31 +177,44 @@ def _fmt(value: int | float) -> str:
 
 def draw(spec: dict, cjk_font: str = "") -> bytes:
     """The chart as PNG bytes (matplotlib's Agg canvas; no display, no pyplot state)."""
-    import matplotlib
-    import matplotlib.style
+    buffer = io.BytesIO()
+    with _look(spec, cjk_font):
+        figure = build_figure(spec)
+        figure.savefig(buffer, format="png", dpi=spec["dpi"], metadata={"Software": None})
+    return buffer.getvalue()
+
+
+def build_figure(spec: dict):
+    """The matplotlib Figure of a chart spec (drawn under `_look`; tests read its artists)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    figure = Figure(figsize=spec["figsize"], dpi=spec["dpi"])
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    _plot(axes, spec)
+    axes.set_title(spec["title"])
+    figure.tight_layout()
+    return figure
+
+
+@contextmanager
+def _look(spec: dict, cjk_font: str):
+    import matplotlib
+    import matplotlib.style
+
     look = spec["look"]
-    style = "default" if look == "echarts" else look
+    # DejaVu first, the CJK font as matplotlib's per-glyph fallback for Chinese labels.
     rc = {"font.family": ["DejaVu Sans"] + ([cjk_font] if cjk_font else []), "axes.unicode_minus": False}
-    if look == "echarts":
+    if look == "echarts":  # pyecharts' default look: its palette, flat axes, dashed value grid, title at left
         from cycler import cycler
 
         rc.update({"axes.prop_cycle": cycler(color=ECHARTS_PALETTE), "axes.spines.top": False,
                    "axes.spines.right": False, "axes.spines.left": False, "axes.grid": True, "axes.grid.axis": "y",
                    "grid.linestyle": "--", "grid.color": "#e0e6f1", "axes.edgecolor": "#6e7079",
                    "axes.titleweight": "bold", "axes.titlelocation": "left", "text.color": "#464646"})
-    with matplotlib.style.context(style), matplotlib.rc_context(rc):
-        figure = Figure(figsize=spec["figsize"], dpi=spec["dpi"])
-        FigureCanvasAgg(figure)
-        axes = figure.add_subplot()
-        _plot(axes, spec)
-        axes.set_title(spec["title"])
-        figure.tight_layout()
-        buffer = io.BytesIO()
-        figure.savefig(buffer, format="png", dpi=spec["dpi"], metadata={"Software": None})
-    return buffer.getvalue()
+    with matplotlib.style.context("default" if look == "echarts" else look), matplotlib.rc_context(rc):
+        yield
 
 
 def _plot(axes, spec: dict) -> None:
