@@ -260,10 +260,8 @@ def package_versions(extra: dict[str, str] | None = None) -> dict[str, str]:
     """Versions of what shapes the output: Python, vary-cli, Pillow, and the kind's own libraries."""
     from importlib import metadata
 
-    from .. import __version__
-
-    versions = {"python": platform.python_version(), "vary-cli": __version__}
-    for package in ("pillow", "numpy"):
+    versions = {"python": platform.python_version()}
+    for package in ("vary-cli", "pillow", "numpy"):
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
