@@ -27,6 +27,7 @@ import re
 import statistics
 import unicodedata
 from dataclasses import dataclass, field
+from functools import cached_property
 
 LIGATURES = {"\ufb00": "ff", "\ufb01": "fi", "\ufb02": "fl", "\ufb03": "ffi", "\ufb04": "ffl", "\ufb05": "st",
              "\ufb06": "st"}
@@ -49,33 +50,34 @@ class Char:
 
 @dataclass
 class Segment:
-    """Characters on one baseline with no wide gap between them."""
+    """Characters on one baseline with no wide gap between them (its measures are computed once, after
+    `segments` has finished building it)."""
 
     chars: list[Char] = field(default_factory=list)
 
-    @property
+    @cached_property
     def x0(self) -> float:
         return min(c.x0 for c in self.chars)
 
-    @property
+    @cached_property
     def x1(self) -> float:
         return max(c.x1 for c in self.chars)
 
-    @property
+    @cached_property
     def baseline(self) -> float:
         return statistics.median(c.baseline for c in self.chars)
 
-    @property
+    @cached_property
     def size(self) -> float:
         return statistics.median(c.size for c in self.chars if c.text != " ") if self.text.strip() else 1.0
 
-    @property
+    @cached_property
     def core(self) -> tuple[float, float]:
         # The band from just under the baseline to the x-height: lines with normal leading never overlap
         # in it, while super- and subscripts overlap their own line.
         return self.baseline - 0.1 * self.size, self.baseline + 0.6 * self.size
 
-    @property
+    @cached_property
     def text(self) -> str:
         return "".join(c.text for c in self.chars)
 
@@ -125,7 +127,7 @@ def page_chars(textpage) -> list[Char]:
         pdfium_c.FPDFText_GetCharOrigin(handle, index, x, y)
         size = pdfium_c.FPDFText_GetFontSize(handle, index) or (top.value - bottom.value) or 1.0
         broken = pdfium_c.FPDFText_HasUnicodeMapError(handle, index) == 1 or code == 0xFFFD
-        if code in (0x02, 0xFFFE) or pdfium_c.FPDFText_IsHyphen(handle, index) == 1:
+        if code in (0x02, 0xFFFE):
             text = LINE_END_HYPHEN  # join_lines removes it when the word goes on in the next line
         else:
             text = chr(code) if 0 < code < 0x110000 else "\ufffd"
