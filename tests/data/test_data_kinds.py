@@ -154,3 +154,14 @@ def test_mix_errors_are_one_line(tmp_path, two_sets):
     assert result.exit_code == 2 and "no such data file" in result.output
     result = runner.invoke(app, ["data", "mix", str(two_sets[0]), "--out", str(tmp_path / "o"), "--eval-fraction", "1"])
     assert result.exit_code == 2 and "--eval-fraction" in result.output
+
+
+def test_the_readme_documents_only_options_that_exist():
+    import re
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme.split("## Make training data")[1].split("\n## ")[0]
+    helps = " ".join(runner.invoke(app, ["data", kind, "--help"], env={"COLUMNS": "250"}).output
+                     for kind in ("pdf", "charts", "negatives", "detection", "mix"))
+    documented = set(re.findall(r"(--[a-z][a-z-]+)", section)) - {"--vocabulary", "--eval"}  # vary train's
+    assert documented and documented <= set(re.findall(r"(--[a-z][a-z-]+)", helps))

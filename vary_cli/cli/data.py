@@ -10,6 +10,8 @@ and torch are imported inside the commands, so `vary --help` stays fast.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -79,6 +81,15 @@ def _report(summary, what: str) -> None:
         raise typer.Exit(code=1)
 
 
+@contextmanager
+def _one_line_errors(debug: bool) -> Iterator[None]:
+    try:
+        yield
+    except KeyboardInterrupt:
+        stderr.print("interrupted; run the same command again to continue")
+        raise typer.Exit(code=130) from None
+
+
 def _shard(flag: str | None):
     from ..convert.shard import resolve_shard
 
@@ -102,7 +113,7 @@ def pdf(
     debug: DebugOption = False,
 ) -> None:
     """PDF pages + the text of their own text layer, in reading order (Vary's document data)."""
-    try:
+    with _one_line_errors(debug):
         from functools import partial
 
         from ..data.pdf_pages import PdfSettings, close_documents, find_pdfs, list_pages, make_page
@@ -122,8 +133,6 @@ def pdf(
         finally:
             close_documents()
         _report(summary, "pages")
-    except VaryError as error:
-        fail(error, debug)
 
 
 @data_app.command()
@@ -141,7 +150,7 @@ def charts(
     debug: DebugOption = False,
 ) -> None:
     """Bar, line, pie and composite charts with their data as a python-dict target (Vary's chart data)."""
-    try:
+    with _one_line_errors(debug):
         from functools import partial
         from importlib.metadata import version
 
@@ -159,8 +168,6 @@ def charts(
                                 workers=_workers(workers), shard=_shard(shard), settings=settings.manifest(),
                                 progress=bar, versions={"matplotlib": version("matplotlib")})
         _report(summary, "charts")
-    except VaryError as error:
-        fail(error, debug)
 
 
 @data_app.command()
@@ -174,7 +181,7 @@ def negatives(
     debug: DebugOption = False,
 ) -> None:
     """Natural images with one of the paper's five "this is nature" answers (Vary's negative samples)."""
-    try:
+    with _one_line_errors(debug):
         from functools import partial
 
         from ..data.negatives import NATURE_ANSWERS, find_images, make_negative
@@ -186,8 +193,6 @@ def negatives(
                                 settings={"images": str(images.resolve()), "answers": list(NATURE_ANSWERS)},
                                 progress=bar)
         _report(summary, "images")
-    except VaryError as error:
-        fail(error, debug)
 
 
 @data_app.command()
@@ -204,7 +209,7 @@ def detection(
     debug: DebugOption = False,
 ) -> None:
     """COCO boxes as "Class: boxes" answers, box corners in 0-1000 (Vary-toy's detection data)."""
-    try:
+    with _one_line_errors(debug):
         from functools import partial
 
         from ..data.detection import DetectionSettings, make_detection, read_coco
@@ -220,8 +225,6 @@ def detection(
                                 settings=dict(settings.manifest(), annotations=str(annotations.resolve())),
                                 progress=bar)
         _report(summary, "images")
-    except VaryError as error:
-        fail(error, debug)
 
 
 @data_app.command("mix")
@@ -235,11 +238,9 @@ def mix_command(
     debug: DebugOption = False,
 ) -> None:
     """One shuffled, weighted training set (+ a held-out eval set); images are referenced, not copied."""
-    try:
+    with _one_line_errors(debug):
         from ..data.mix import mix, parse_source
 
         summary = mix([parse_source(s) for s in sources], out, eval_fraction, seed)
         held = f", {summary.held_out} held out in {escape(str(summary.eval))}" if summary.held_out else ""
         stderr.print(f"wrote {summary.train} records to {escape(str(summary.data))}{held}")
-    except VaryError as error:
-        fail(error, debug)
