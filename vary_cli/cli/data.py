@@ -85,6 +85,8 @@ def _report(summary, what: str) -> None:
 def _one_line_errors(debug: bool) -> Iterator[None]:
     try:
         yield
+    except VaryError as error:
+        fail(error, debug)
     except KeyboardInterrupt:
         stderr.print("interrupted; run the same command again to continue")
         raise typer.Exit(code=130) from None
