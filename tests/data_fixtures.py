@@ -74,6 +74,22 @@ def two_column_page(c: canvas.Canvas) -> str:
     return TWO_COLUMN_TEXT
 
 
+CHINESE = [["视觉词表的扩展让模型能够读懂", "密集的文档页面和图表。"], ["第二段从这里开始。"]]
+CHINESE_TEXT = "视觉词表的扩展让模型能够读懂密集的文档页面和图表。\n\n第二段从这里开始。"
+
+
+def chinese_page(c: canvas.Canvas) -> str:
+    """Chinese in one of the PDF standard CID fonts: no spaces, so lines join without one."""
+    from reportlab.pdfbase.cidfonts import UnicodeCIDFont
+
+    pdfmetrics.registerFont(UnicodeCIDFont("STSong-Light"))
+    c.setFont("STSong-Light", 12)
+    for y, line in _paragraph_lines(CHINESE, HEIGHT - 90, leading=16):
+        c.drawString(72, y, line)
+    c.showPage()
+    return CHINESE_TEXT
+
+
 def scanned_page(c: canvas.Canvas) -> None:
     """A page that is one picture of text: no text layer at all."""
     picture = Image.new("RGB", (600, 800), "white")

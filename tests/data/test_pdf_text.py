@@ -5,7 +5,7 @@ from __future__ import annotations
 import pypdfium2 as pdfium
 import pytest
 
-from data_fixtures import one_column_page, scanned_page, two_column_page, write_pdf
+from data_fixtures import chinese_page, one_column_page, scanned_page, two_column_page, write_pdf
 from vary_cli.data.pdf_text import Char, join_lines, page_chars, page_text, script_language
 
 
@@ -26,7 +26,7 @@ def _texts(path):
 @pytest.fixture(scope="module")
 def pages(tmp_path_factory):
     path = tmp_path_factory.mktemp("pdf") / "known.pdf"
-    expected = write_pdf(path, [one_column_page, two_column_page, scanned_page])
+    expected = write_pdf(path, [one_column_page, two_column_page, scanned_page, chinese_page])
     return expected, _texts(path)
 
 
@@ -47,6 +47,11 @@ def test_two_columns_drawn_row_by_row_come_out_column_by_column(pages):
 def test_a_scanned_page_has_no_text(pages):
     _, got = pages
     assert got[2].text == "" and got[2].chars == 0
+
+
+def test_chinese_lines_join_without_spaces_and_read_as_zh(pages):
+    expected, got = pages
+    assert got[3].text == expected[3] and script_language(got[3].text) == "zh"
 
 
 def _line(text, x, baseline, size=10.0, advance=5.0):
