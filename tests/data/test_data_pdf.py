@@ -132,3 +132,12 @@ def test_round_trip_into_vary_train(whole, tiny_checkpoint, tmp_path):
     assert result.exit_code == 0, result.output
     metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics if "loss" in m] == [1, 2]
+
+
+def test_round_trip_into_the_vocabulary_stage(whole, tiny_opt_checkpoint, tmp_path):
+    out, _ = whole
+    result = runner.invoke(app, ["train", "--vocabulary", str(out / "data.jsonl"), "--model", str(tiny_opt_checkpoint),
+                                 "--out", str(tmp_path / "run"), "--device", "cpu", "--dtype", "fp32", "--workers", "0",
+                                 "--max-steps", "2", "--batch-size", "2"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "run" / "checkpoint-2").is_dir()

@@ -27,7 +27,7 @@ data_app = typer.Typer(no_args_is_help=True, pretty_exceptions_show_locals=False
 OutOption = Annotated[Path, typer.Option("--out", "-o", help="Output directory: data.jsonl, images/, manifest.json.",
                                          show_default=False)]
 WorkersOption = Annotated[Optional[int], typer.Option(
-    min=1, help="Worker processes [default: the CPU cores].", show_default=False)]
+    min=1, help="Worker processes (default: the CPU cores).", show_default=False)]
 SeedOption = Annotated[int, typer.Option(help="Seed; each item's own seed comes from it and the item, so any "
                                               "--workers gives the same output.")]
 ShardOption = Annotated[Optional[str], typer.Option(
