@@ -176,6 +176,8 @@ def make_page(settings: PdfSettings, item: Item, seed: int) -> Outcome:
             return Outcome(item.key, item.index, skipped="undecodable glyphs (cid:N / U+FFFD)")
         if text.chars < settings.min_chars:
             return Outcome(item.key, item.index, skipped=f"too little text (< {settings.min_chars} characters)")
+        if "<image>" in text.text:  # vary train's image placeholder cannot stand in an answer
+            return Outcome(item.key, item.index, skipped="text contains the <image> placeholder")
         language = script_language(text.text)
         if language not in settings.languages:
             return Outcome(item.key, item.index, skipped=f"language {language} not in --lang")

@@ -260,9 +260,10 @@ def paragraphs(lines: list[Line]) -> list[list[Line]]:
         if drop <= 0:  # back up the page: the next column. A sentence running on continues the paragraph.
             new = _clean(prev.text).rstrip().endswith(SENTENCE_END) or abs(prev.size - line.size) > 0.5
         else:
-            new = (drop > 1.4 * max(pitch, 1.0 * size)
-                   or abs(prev.size - line.size) > 0.5
-                   or line.x0 - prev.x0 > 1.0 * size)  # an indented first line
+            # An indented line after a finished sentence starts a paragraph; without the sentence end
+            # it is more likely a centred title's second line.
+            indented = line.x0 - prev.x0 > 1.0 * size and _clean(prev.text).endswith(SENTENCE_END)
+            new = drop > 1.4 * max(pitch, 1.0 * size) or abs(prev.size - line.size) > 0.5 or indented
         if new:
             out.append([line])
         else:
