@@ -141,3 +141,18 @@ def test_round_trip_into_the_vocabulary_stage(whole, tiny_opt_checkpoint, tmp_pa
                                  "--max-steps", "2", "--batch-size", "2"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "run" / "checkpoint-2").is_dir()
+
+
+def test_a_page_whose_text_holds_the_image_placeholder_is_skipped(tmp_path):
+    from data_fixtures import FONT, write_pdf
+
+    def page(c):
+        c.setFont(FONT, 11)
+        c.drawString(72, 700, "The template writes <image> where the picture goes, in every sample we make.")
+        c.showPage()
+
+    write_pdf(tmp_path / "doc.pdf", [page])
+    result = _run(tmp_path / "doc.pdf", "--out", tmp_path / "out", "--workers", "1")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["skipped"] == {"text contains the <image> placeholder": 1}

@@ -90,3 +90,12 @@ def test_script_language():
     assert script_language("这是一个中文段落，其中有 some English") == "zh"
     assert script_language("Это русский текст") == "other"
     assert script_language("12345") == "other"
+
+
+def test_a_centred_two_line_title_is_one_paragraph_and_an_indented_line_after_a_sentence_starts_one():
+    chars = (_line("A centred title that runs over", 100, 700, size=16, advance=8)
+             + _line("two lines", 200, 680, size=16, advance=8)
+             + _line("Body text that ends here.", 50, 640) + _line("Indented new paragraph", 70, 628)
+             + _line("continues here", 50, 616))
+    assert page_text(chars).text == ("A centred title that runs over two lines\n\nBody text that ends here.\n\n"
+                                     "Indented new paragraph continues here")
