@@ -95,7 +95,10 @@ def test_script_language():
 def test_a_centred_two_line_title_is_one_paragraph_and_an_indented_line_after_a_sentence_starts_one():
     chars = (_line("A centred title that runs over", 100, 700, size=16, advance=8)
              + _line("two lines", 200, 680, size=16, advance=8)
-             + _line("Body text that ends here.", 50, 640) + _line("Indented new paragraph", 70, 628)
-             + _line("continues here", 50, 616))
-    assert page_text(chars).text == ("A centred title that runs over two lines\n\nBody text that ends here.\n\n"
-                                     "Indented new paragraph continues here")
+             + _line("Body text as wide as the page's text block, which ends here.", 50, 640)
+             + _line("Indented new paragraph in the same column and font as the one", 70, 628)
+             + _line("above it, which continues here and runs to the right margin.", 50, 616))
+    assert page_text(chars).text == (
+        "A centred title that runs over two lines\n\nBody text as wide as the page's text block, which ends here."
+        "\n\nIndented new paragraph in the same column and font as the one above it, which continues here and "
+        "runs to the right margin.")
