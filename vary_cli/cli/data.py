@@ -117,6 +117,7 @@ def pdf(
     """PDF pages + the text of their own text layer, in reading order (Vary's document data)."""
     with _one_line_errors(debug):
         from functools import partial
+        from importlib.metadata import version
 
         from ..data.pdf_pages import PdfSettings, close_documents, find_pdfs, list_pages, make_page
         from ..data.writer import run_items
@@ -125,8 +126,6 @@ def pdf(
                                languages=tuple(x.strip() for x in lang.split(",") if x.strip()), long_side=long_side)
         where = _shard(shard)
         items, errors = list_pages(find_pdfs(inputs), pages, where)
-        from importlib.metadata import version
-
         try:
             with _Bar("pages") as bar:
                 summary = run_items("pdf", items, partial(make_page, settings), out, seed=seed,
@@ -144,7 +143,7 @@ def charts(
     lang: Annotated[str, typer.Option(help="Languages to draw in, picked per chart: en, zh.")] = "en,zh",
     kinds: Annotated[str, typer.Option(help="Chart kinds, picked per chart.")] = "bar,line,pie,composite",
     corpus: Annotated[Optional[Path], typer.Option(
-        help="A text file whose words become titles and labels [default: the shipped word lists].",
+        help="A text file whose words become titles and labels (default: the shipped word lists).",
         show_default=False)] = None,
     workers: WorkersOption = None,
     seed: SeedOption = 0,

@@ -165,35 +165,44 @@ def make_page(settings: PdfSettings, item: Item, seed: int) -> Outcome:
     except pdfium.PdfiumError as exc:  # a damaged page is skipped; the run goes on
         return Outcome(item.key, item.index, skipped=f"page does not load ({_pdfium_reason(exc)})")
     try:
-        textpage = page.get_textpage()
-        try:
-            text = page_text(page_chars(textpage))
-        finally:
-            textpage.close()
-        if text.chars == 0:
-            return Outcome(item.key, item.index, skipped="no text layer (scanned or figure-only page)")
-        if text.broken:
-            return Outcome(item.key, item.index, skipped="undecodable glyphs (cid:N / U+FFFD)")
-        if text.chars < settings.min_chars:
-            return Outcome(item.key, item.index, skipped=f"too little text (< {settings.min_chars} characters)")
-        if "<image>" in text.text:  # vary train's image placeholder cannot stand in an answer
-            return Outcome(item.key, item.index, skipped="text contains the <image> placeholder")
-        language = script_language(text.text)
-        if language not in settings.languages:
-            return Outcome(item.key, item.index, skipped=f"language {language} not in --lang")
-        width, height = page.get_size()
-        # pdfium rounds the bitmap size down; a hair more scale keeps the long side at the target.
-        scale = (settings.long_side + 0.5) / max(width, height)
-        bitmap = page.render(scale=scale)
-        try:
-            image = bitmap.to_pil().convert("RGB")
-        finally:
-            bitmap.close()
+        text, image = _read_and_render(page, settings)
+    except pdfium.PdfiumError as exc:
+        return Outcome(item.key, item.index, skipped=f"page does not render ({_pdfium_reason(exc)})")
     finally:
         page.close()
+    if image is None:
+        return Outcome(item.key, item.index, skipped=text)
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=settings.jpeg_quality)
     name = image_name(doc_key, number)
     write_bytes_atomic(Path(settings.out) / name, buffer.getvalue())
-    record = conversation(name, settings.prompt, text.text, item.key)
-    return Outcome(item.key, item.index, records=[record], counts={f"pages_{language}": 1})
+    record = conversation(name, settings.prompt, text, item.key)
+    return Outcome(item.key, item.index, records=[record], counts={f"pages_{script_language(text)}": 1})
+
+
+def _read_and_render(page, settings: PdfSettings):
+    """(text, image) of a page that makes a sample, or (why not, None); the text is read first, so
+    pages that are skipped are never rendered."""
+    textpage = page.get_textpage()
+    try:
+        text = page_text(page_chars(textpage))
+    finally:
+        textpage.close()
+    if text.chars == 0:
+        return "no text layer (scanned or figure-only page)", None
+    if text.broken:
+        return "undecodable glyphs (cid:N / U+FFFD)", None
+    if text.chars < settings.min_chars:
+        return f"too little text (< {settings.min_chars} characters)", None
+    if "<image>" in text.text:  # vary train's image placeholder cannot stand in an answer
+        return "text contains the <image> placeholder", None
+    language = script_language(text.text)
+    if language not in settings.languages:
+        return f"language {language} not in --lang", None
+    width, height = page.get_size()
+    # pdfium rounds the bitmap size down; a hair more scale keeps the long side at the target.
+    bitmap = page.render(scale=(settings.long_side + 0.5) / max(width, height))
+    try:
+        return text.text, bitmap.to_pil().convert("RGB")
+    finally:
+        bitmap.close()
