@@ -42,7 +42,11 @@ def _workers(workers: int | None) -> int:
 
 
 class _Bar:
-    """The engine's progress callback drawn with rich on stderr (plain when stderr is not a terminal)."""
+    """The engine's progress callback drawn with rich on stderr (nothing when stderr is not a terminal).
+
+    The display (and its refresh thread) starts in `start`, which the engine calls after its worker
+    processes are forked.
+    """
 
     def __init__(self, what: str) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -53,15 +57,16 @@ class _Bar:
         self.task = None
 
     def __enter__(self) -> "_Bar":
-        self.progress.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
-        self.progress.__exit__(*exc)
+        if self.task is not None:
+            self.progress.stop()
 
     def start(self, total: int, done: int) -> None:
         if done:
             stderr.print(f"resuming: {done} of {total} {self.what} already done")
+        self.progress.start()
         self.task = self.progress.add_task(self.what, total=total, completed=done)
 
     def advance(self, n: int = 1) -> None:

@@ -26,6 +26,7 @@ import os
 import platform
 import secrets
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Protocol
@@ -159,12 +160,12 @@ def run_items(kind: str, items: list[Item], work: Callable[[Item, int], Outcome]
     todo = [item for item in owned if item.key not in done]
     summary = Summary(out / data_name, out / manifest_name, items=len(owned), resumed=len(done),
                       errors=list(errors))
-    progress.start(len(owned), len(done))
     try:
-        with open(journal, "a", encoding="utf-8") as log:
+        with open(journal, "a", encoding="utf-8") as log, _pool(workers, len(todo)) as pool:
+            progress.start(len(owned), len(done))
             if log.tell() == 0:
                 log.write(json.dumps({"header": header}, ensure_ascii=False) + "\n")
-            for outcome in _outcomes(todo, work, seed, workers):
+            for outcome in _outcomes(pool, todo, work, seed, workers):
                 log.write(json.dumps(outcome.to_json(), ensure_ascii=False) + "\n")
                 log.flush()  # the item's images are already in place; a crash after this keeps the item
                 done[outcome.key] = outcome
@@ -191,18 +192,28 @@ def run_items(kind: str, items: list[Item], work: Callable[[Item, int], Outcome]
     return summary
 
 
-def _outcomes(todo: list[Item], work: Callable[[Item, int], Outcome], seed: int, workers: int):
-    if workers <= 1 or len(todo) <= 1:
+@contextmanager
+def _pool(workers: int, jobs: int):
+    """A process pool for `jobs` items, or None to run them here (1 worker, or at most one item)."""
+    if workers <= 1 or jobs <= 1:
+        yield None
+        return
+    # fork where there is one: workers start at once and inherit the settings. The pool is made before
+    # the progress display starts its refresh thread, so no lock can be held by a thread at fork time.
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    with context.Pool(min(workers, jobs)) as pool:
+        yield pool
+
+
+def _outcomes(pool, todo: list[Item], work: Callable[[Item, int], Outcome], seed: int, workers: int):
+    if pool is None:
         for item in todo:
             yield work(item, item_seed(seed, item.key))
         return
-    # fork where there is one: workers start at once and inherit the settings; nothing here holds threads.
-    methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
     jobs = [(work, item, item_seed(seed, item.key)) for item in todo]
     chunk = max(1, min(8, len(jobs) // (workers * 8)))  # neighbours (pages of one PDF) share a worker
-    with context.Pool(min(workers, len(jobs))) as pool:
-        yield from pool.imap_unordered(_call, jobs, chunksize=chunk)
+    yield from pool.imap_unordered(_call, jobs, chunksize=chunk)
 
 
 def _call(job: tuple) -> Outcome:
