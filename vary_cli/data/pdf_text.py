@@ -113,10 +113,11 @@ def page_chars(textpage) -> list[Char]:
     chars: list[Char] = []
     for index in range(count):
         code = pdfium_c.FPDFText_GetUnicode(handle, index)
-        generated = pdfium_c.FPDFText_IsGenerated(handle, index) == 1
-        if code in (0x0D, 0x0A) or (generated and code != 0x20):
+        if code in (0x0D, 0x0A):  # pdfium's generated line ends: lines come from the geometry instead
             continue
-        if generated:  # a space pdfium inferred from a gap: keep it where the previous character ends
+        if code in (0x20, 0x09, 0xA0):
+            # A space, drawn or inferred by pdfium from a gap: only its place in the stream matters, so it
+            # sits where the previous character ends (and costs no more pdfium calls, on ~15% of a page).
             if chars:
                 chars.append(Char(" ", chars[-1].x1, chars[-1].x1, chars[-1].baseline, chars[-1].size))
             continue
