@@ -110,6 +110,9 @@ def test_shards_concatenate_into_the_whole_set(corpus, whole, tmp_path):
     assert sorted((parts[0] + parts[1]).splitlines()) == sorted((out / "data.jsonl").read_text().splitlines())
     errors = [e for i in range(2) for e in json.loads((shared / f"manifest-0000{i}-of-00002.json").read_text())["errors"]]
     assert len(errors) == 2
+    mixed = runner.invoke(app, ["data", "mix", str(shared), "--out", str(tmp_path / "mixed")])  # the shards as one source
+    assert mixed.exit_code == 0, mixed.output
+    assert len((tmp_path / "mixed" / "data.jsonl").read_text().splitlines()) == 4
 
 
 def test_torchrun_environment_picks_the_shard(corpus, tmp_path, monkeypatch):

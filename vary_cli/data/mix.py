@@ -23,7 +23,9 @@ from .writer import check_records, package_versions
 
 @dataclass(frozen=True)
 class Source:
-    path: Path
+    """One input of the mix: its data files (a directory's shards are one source) and its weight."""
+
+    paths: tuple[Path, ...]
     weight: float
 
 
@@ -37,7 +39,7 @@ class MixSummary:
 
 
 def parse_source(text: str) -> Source:
-    """`FILE`, `FILE:W` or `DIR[:W]` (DIR/data.jsonl); W >= 0, default 1."""
+    """`FILE`, `FILE:W` or `DIR[:W]` (DIR/data.jsonl, or else its shards' data-I-of-N.jsonl); W >= 0, default 1."""
     path, weight = text, 1.0
     head, sep, tail = text.rpartition(":")
     if sep and head:
@@ -46,13 +48,15 @@ def parse_source(text: str) -> Source:
         except ValueError:
             pass  # a colon that belongs to the path
     source = Path(path)
+    files = [source]
     if source.is_dir():
-        source = source / "data.jsonl"
-    if not source.is_file():
-        raise InputError(f"{path}: no such data file")
+        files = [source / "data.jsonl"] if (source / "data.jsonl").is_file() else \
+            sorted(source.glob("data-*-of-*.jsonl"))
+    if not files or not all(f.is_file() for f in files):
+        raise InputError(f"{path}: no such data file (nor a directory with data.jsonl or shards' data-I-of-N.jsonl)")
     if not weight >= 0:
         raise InputError(f"{text}: the weight must be a number >= 0")
-    return Source(source, weight)
+    return Source(tuple(files), weight)
 
 
 def _read(source: Path, out: Path) -> list[dict]:
@@ -89,7 +93,7 @@ def mix(sources: list[Source], out: Path, eval_fraction: float = 0.0, seed: int 
     held: list[dict] = []
     per_source = []
     for source in sources:
-        records = _read(source.path, out)
+        records = [record for path in source.paths for record in _read(path, out)]
         order = list(range(len(records)))
         rng.shuffle(order)
         n_eval = round(eval_fraction * len(records))
@@ -98,7 +102,7 @@ def mix(sources: list[Source], out: Path, eval_fraction: float = 0.0, seed: int 
         whole, part = divmod(source.weight, 1)
         taken = rest * int(whole) + rng.sample(rest, round(part * len(rest)))
         train += taken
-        per_source.append({"file": str(source.path), "weight": source.weight, "records": len(records),
+        per_source.append({"files": [str(p) for p in source.paths], "weight": source.weight, "records": len(records),
                            "eval": n_eval, "train": len(taken)})
     rng.shuffle(train)
     if not train:
