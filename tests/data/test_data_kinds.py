@@ -104,6 +104,11 @@ def test_detection_from_coco_json(tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["skipped"] == {"image file missing": 1, "no objects": 1}
     assert (out / records["a.jpg"]["image"]).resolve() == (images / "a.jpg").resolve()
+    more = runner.invoke(app, ["data", "detection", str(path), "--images", str(images), "--out", str(tmp_path / "k"),
+                               "--workers", "1", "--refer-samples", "5"])
+    assert more.exit_code == 0, more.output
+    crowded = [r for r in _records(tmp_path / "k" / "data.jsonl") if r["id"] == "b.jpg"]
+    assert len(crowded) == 2 and len({r["conversations"][0]["value"] for r in crowded}) == 2  # both classes, once each
     bad = tmp_path / "bad.json"
     bad.write_text('{"images": []}')
     result = runner.invoke(app, ["data", "detection", str(bad), "--images", str(images), "--out", str(out)])

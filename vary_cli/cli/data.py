@@ -209,6 +209,8 @@ def detection(
     out: OutOption,
     max_boxes: Annotated[int, typer.Option(
         help="Images with more boxes name a random set of classes instead (Vary-toy's 30-box rule).")] = 30,
+    refer_samples: Annotated[int, typer.Option(
+        help="Samples per image with more than --max-boxes boxes, each naming other random classes.")] = 1,
     workers: WorkersOption = None,
     seed: SeedOption = 0,
     shard: ShardOption = None,
@@ -223,7 +225,7 @@ def detection(
 
         if not images.is_dir():
             raise InputError(f"--images {images}: not a directory")
-        settings = DetectionSettings(out=str(out), max_boxes=max_boxes)
+        settings = DetectionSettings(out=str(out), max_boxes=max_boxes, refer_samples=refer_samples)
         items = read_coco(annotations, images)
         with _Bar("images") as bar:
             summary = run_items("detection", items, partial(make_detection, settings), out, seed=seed,

@@ -9,7 +9,9 @@ i.e. `[x0, y0, x1, y1]` as three-digit numbers (1000 stays 1000), a class's boxe
 classes by "; " in the order they first appear in the annotations, a final ".". An image with at most
 `max_boxes` (30) boxes asks "Detect all objects in this image." (Table 1). With more, it becomes a
 referring task (§3.1.1): classes are taken in a random order (the item's seed) while their boxes
-still fit in 30, and the question names them: "Detect Tuba, Gloves and Bow Tie in this image.".
+still fit in 30, and the question names them: "Detect Tuba, Gloves and Bow Tie in this image."; with
+`refer_samples` > 1 such an image gives that many samples with different classes ("one image can be
+used multiple times").
 Crowd regions (`iscrowd`) are left out. Class names are the data set's, with the first letter upper
 case, as the paper's "Person", "Car". Images are referenced in place, not copied.
 """
@@ -34,13 +36,16 @@ class DetectionSettings:
 
     out: str
     max_boxes: int = 30
+    refer_samples: int = 1  # samples per crowded image, each naming another random set of classes
 
     def __post_init__(self) -> None:
         if self.max_boxes < 1:
             raise InputError("--max-boxes must be at least 1")
+        if self.refer_samples < 1:
+            raise InputError("--refer-samples must be at least 1")
 
     def manifest(self) -> dict:
-        return {"max_boxes": self.max_boxes, "question": DETECT_ALL}
+        return {"max_boxes": self.max_boxes, "refer_samples": self.refer_samples, "question": DETECT_ALL}
 
 
 def read_coco(annotations: Path, images: Path) -> list[Item]:
@@ -124,9 +129,16 @@ def make_detection(settings: DetectionSettings, item: Item, seed: int) -> Outcom
         with Image.open(path) as image:
             width, height = image.size
     objects = [(name, normalise(box, width, height)) for name, box in boxes]
-    question, chosen = question_and_objects(objects, settings.max_boxes, random.Random(seed))
-    if question is None:
-        return Outcome(item.key, item.index, skipped=chosen)
-    record = conversation(relative_image(Path(path), Path(settings.out)), question, answer(chosen), item.key)
-    task = "detect_all" if question == DETECT_ALL else "detect_classes"
-    return Outcome(item.key, item.index, records=[record], counts={task: 1})
+    rng = random.Random(seed)
+    image = relative_image(Path(path), Path(settings.out))
+    records, questions = [], set()
+    # A crowded image serves several samples, each with its own random classes (Vary-toy §3.1.1).
+    for _ in range(settings.refer_samples if len(objects) > settings.max_boxes else 1):
+        question, chosen = question_and_objects(objects, settings.max_boxes, rng)
+        if question is None:
+            return Outcome(item.key, item.index, skipped=chosen)
+        if question not in questions:
+            questions.add(question)
+            records.append(conversation(image, question, answer(chosen), item.key))
+    task = "detect_all" if len(objects) <= settings.max_boxes else "detect_classes"
+    return Outcome(item.key, item.index, records=records, counts={task: len(records)})
