@@ -32,8 +32,6 @@ def _drawn_texts(figure) -> set[str]:
 
 @pytest.mark.parametrize("seed", range(12))
 def test_targets_parse_as_dicts_and_every_value_is_drawn(seed):
-    import matplotlib.pyplot  # noqa: F401  (registers the styles; the engine imports matplotlib.style)
-
     settings = ChartSettings(out=".", cjk_font=find_cjk_font())
     spec = chart_spec(settings, random.Random(seed))
     parsed = ast.literal_eval(target(spec))

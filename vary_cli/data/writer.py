@@ -33,7 +33,7 @@ from typing import Any, Callable, Iterable, Protocol
 
 from ..convert.shard import Shard, stable_hash
 from ..errors import InputError, OutputError
-from ..files import atomic_write_text
+from ..files import atomic_write_text, fsync_dir
 
 IMAGES = "images"
 
@@ -154,42 +154,99 @@ def run_items(kind: str, items: list[Item], work: Callable[[Item, int], Outcome]
     owned = [item for item in items if shard.owns(item.key)]
     header = {"kind": kind, "seed": seed, "settings": settings}
     journal = out / journal_name
-    done = _read_journal(journal, header)
     keys = {item.key for item in owned}
-    done = {key: outcome for key, outcome in done.items() if key in keys}
+    done = {key: entry for key, entry in _read_journal(journal, header).items() if key in keys}
     todo = [item for item in owned if item.key not in done]
     summary = Summary(out / data_name, out / manifest_name, items=len(owned), resumed=len(done),
                       errors=list(errors))
     try:
-        with open(journal, "a", encoding="utf-8") as log, _pool(workers, len(todo)) as pool:
+        with open(journal, "ab") as log, _pool(workers, len(todo)) as pool:
             progress.start(len(owned), len(done))
             if log.tell() == 0:
-                log.write(json.dumps({"header": header}, ensure_ascii=False) + "\n")
+                log.write(_line({"header": header}))
             for outcome in _outcomes(pool, todo, work, seed, workers):
-                log.write(json.dumps(outcome.to_json(), ensure_ascii=False) + "\n")
+                done[outcome.key] = _Entry(outcome.index, outcome.skipped, outcome.counts, len(outcome.records),
+                                           log.tell())
+                log.write(_line(outcome.to_json()))
                 log.flush()  # the item's images are already in place; a crash after this keeps the item
-                done[outcome.key] = outcome
                 progress.advance()
     except OSError as exc:
         raise OutputError(f"{journal}: cannot write the journal ({exc.strerror or exc})") from None
-    ordered = sorted(done.values(), key=lambda o: o.index)
+    ordered = sorted(done.values(), key=lambda e: e.index)
     counts: Counter = Counter()
-    lines = []
-    for outcome in ordered:
-        if outcome.skipped:
-            summary.skipped[outcome.skipped] += 1
-        counts.update(outcome.counts)
-        lines += [json.dumps(record, ensure_ascii=False) + "\n" for record in outcome.records]
-    summary.records = len(lines)
-    atomic_write_text(summary.data, "".join(lines))
-    if lines:
-        check_records(summary.data)
+    for entry in ordered:
+        if entry.skipped:
+            summary.skipped[entry.skipped] += 1
+        counts.update(entry.counts)
+    summary.records = _write_data(journal, ordered, summary.data)
     manifest = {"kind": kind, "data": data_name, "shard": None if shard.is_single else str(shard),
-                "items": len(owned), "records": len(lines), "skipped": dict(sorted(summary.skipped.items())),
+                "items": len(owned), "records": summary.records, "skipped": dict(sorted(summary.skipped.items())),
                 "errors": summary.errors, "counts": dict(sorted(counts.items())), "seed": seed,
                 "settings": settings, "versions": package_versions(versions)}
     atomic_write_text(summary.manifest, json.dumps(manifest, ensure_ascii=False, indent=2) + "\n")
     return summary
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """A finished item as the journal holds it; its records stay on disk at `offset` until data.jsonl is
+    written, so a run of millions of pages does not hold their texts in memory."""
+
+    index: int
+    skipped: str | None
+    counts: dict
+    records: int
+    offset: int
+
+
+def _line(value: dict) -> bytes:
+    return (json.dumps(value, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+CHECK_EVERY = 5000  # records per batch handed to vary train's reader
+
+
+def _write_data(journal: Path, ordered: list[_Entry], data: Path) -> int:
+    """Stream the records of `ordered` from the journal into `data` (temporary file, fsync, rename),
+    checking them with `vary train`'s reader batch by batch; the number of records."""
+    tmp = data.with_name(f".{data.name}.{secrets.token_hex(4)}.tmp")
+    written, batch = 0, []
+    try:
+        with open(journal, "rb") as source, open(tmp, "w", encoding="utf-8") as sink:
+            for entry in ordered:
+                if not entry.records:
+                    continue
+                source.seek(entry.offset)
+                for record in json.loads(source.readline())["records"]:
+                    batch.append(json.dumps(record, ensure_ascii=False) + "\n")
+                if len(batch) >= CHECK_EVERY:
+                    written += _flush(batch, sink, data)
+            written += _flush(batch, sink, data)
+            sink.flush()
+            os.fsync(sink.fileno())
+        os.replace(tmp, data)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise OutputError(f"{data}: cannot write ({exc.strerror or exc})") from None
+        raise
+    fsync_dir(data.parent)
+    return written
+
+
+def _flush(batch: list[str], sink, data: Path) -> int:
+    if not batch:
+        return 0
+    check = data.with_name(f".{data.name}.check.{secrets.token_hex(4)}.jsonl")
+    try:
+        check.write_text("".join(batch), encoding="utf-8")
+        check_records(check)
+    finally:
+        check.unlink(missing_ok=True)
+    sink.write("".join(batch))
+    n = len(batch)
+    batch.clear()
+    return n
 
 
 @contextmanager
@@ -221,32 +278,30 @@ def _call(job: tuple) -> Outcome:
     return work(item, seed)
 
 
-def _read_journal(journal: Path, header: dict) -> dict[str, Outcome]:
+def _read_journal(journal: Path, header: dict) -> dict[str, _Entry]:
+    """The finished items of an earlier run in `out`; a line torn by a crash is cut off (its item is redone)."""
     if not journal.exists():
         return {}
-    done: dict[str, Outcome] = {}
-    text = journal.read_text(encoding="utf-8")
-    lines = text.split("\n")
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError:
-            if number >= len(lines) - 1:  # the last line of a crashed run: the item is simply redone
+    done: dict[str, _Entry] = {}
+    offset = 0
+    with open(journal, "rb") as handle:
+        for number, raw in enumerate(handle, 1):
+            if not raw.endswith(b"\n"):  # the last line of a crashed run: cut it so appends start clean
+                os.truncate(journal, offset)
                 break
-            raise OutputError(f"{journal}:{number}: damaged journal line; remove the file to start over") from None
-        if "header" in entry:
-            if entry["header"] != header:
-                raise OutputError(f"{journal.parent}: holds a run with other settings "
-                                  f"({_difference(entry['header'], header)}); use another --out, or delete "
-                                  f"{journal.name} there to redo it")
-            continue
-        done[entry["key"]] = Outcome(entry["key"], entry["index"], entry["records"], entry["skipped"],
-                                     entry.get("counts", {}))
-    if text and not text.endswith("\n"):  # a torn last line: rewrite without it so appends start clean
-        atomic_write_text(journal, "".join(json.dumps(entry, ensure_ascii=False) + "\n" for entry in
-                                           [{"header": header}] + [o.to_json() for o in done.values()]))
+            try:
+                entry = json.loads(raw)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                raise OutputError(f"{journal}:{number}: damaged journal line; delete the file to start over") from None
+            if "header" in entry:
+                if entry["header"] != header:
+                    raise OutputError(f"{journal.parent}: holds a run with other settings "
+                                      f"({_difference(entry['header'], header)}); use another --out, or delete "
+                                      f"{journal.name} there to redo it")
+            else:
+                done[entry["key"]] = _Entry(entry["index"], entry["skipped"], entry.get("counts", {}),
+                                            len(entry["records"]), offset)
+            offset += len(raw)
     return done
 
 
