@@ -12,8 +12,9 @@ why it was skipped. `run_items`:
   appended by this process only after the item's images are in place): a rerun resumes;
 - runs the rest in `workers` processes (in this process for 1), each item seeded by
   `item_seed(seed, key)`, so neither the worker count nor the order changes a byte;
-- writes `data.jsonl` (records in item order) and `manifest.json` (counts, skip reasons, errors,
-  settings, package versions) atomically, and checks the records with `vary train`'s own reader.
+- writes `data.jsonl` (records in item order, streamed from the journal, so memory does not grow with
+  the corpus) and `manifest.json` (counts, skip reasons, errors, settings, package versions)
+  atomically, checking the records batch by batch with `vary train`'s own reader.
 
 Used by `pdf_pages.py`, `charts.py`, `negatives.py`, `detection.py`; the CLI passes a progress callback.
 """
