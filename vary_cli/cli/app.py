@@ -19,6 +19,7 @@ from .common import (DebugOption, DeviceOption, DtypeOption, MaxTokensOption, Mo
                      SeedOption, TemperatureOption, TopPOption, fail, generation_config, load_model, stderr)
 from .convert import convert
 from .eval import eval_app
+from .data import data_app
 from .models import models_app
 from .train import graft_vocabulary, train
 from ..errors import VaryError, one_line
@@ -79,6 +80,7 @@ app.command()(train)
 app.command("graft-vocabulary")(graft_vocabulary)
 app.add_typer(models_app, name="models", help="List, download, verify and remove model weights.")
 app.add_typer(eval_app, name="eval")
+app.add_typer(data_app, name="data")
 
 
 def main() -> None:

@@ -1,0 +1,104 @@
+"""data/pdf_text.py: a page's text layer in reading order, on PDFs with known text and on hand-made characters."""
+
+from __future__ import annotations
+
+import pypdfium2 as pdfium
+import pytest
+
+from data_fixtures import chinese_page, one_column_page, scanned_page, two_column_page, write_pdf
+from vary_cli.data.pdf_text import Char, join_lines, page_chars, page_text, script_language
+
+
+def _texts(path):
+    document = pdfium.PdfDocument(str(path))
+    try:
+        out = []
+        for page in document:
+            textpage = page.get_textpage()
+            out.append(page_text(page_chars(textpage)))
+            textpage.close()
+            page.close()
+        return out
+    finally:
+        document.close()
+
+
+@pytest.fixture(scope="module")
+def pages(tmp_path_factory):
+    path = tmp_path_factory.mktemp("pdf") / "known.pdf"
+    expected = write_pdf(path, [one_column_page, two_column_page, scanned_page, chinese_page])
+    return expected, _texts(path)
+
+
+def test_one_column_text_equals_the_known_text(pages):
+    expected, got = pages
+    # Ligatures spelled out, the hyphenated break joined, paragraphs kept, the run of spaces normalised.
+    assert got[0].text == expected[0]
+    assert got[0].broken == 0 and got[0].chars == sum(not c.isspace() for c in expected[0])
+
+
+def test_two_columns_drawn_row_by_row_come_out_column_by_column(pages):
+    expected, got = pages
+    assert got[1].text == expected[1]
+    text = got[1].text
+    assert text.index("Nothing follows") > text.index("Its last line ends it.") > text.index("A Title Across")
+
+
+def test_a_scanned_page_has_no_text(pages):
+    _, got = pages
+    assert got[2].text == "" and got[2].chars == 0
+
+
+def test_chinese_lines_join_without_spaces_and_read_as_zh(pages):
+    expected, got = pages
+    assert got[3].text == expected[3] and script_language(got[3].text) == "zh"
+
+
+def _line(text, x, baseline, size=10.0, advance=5.0):
+    return [Char(ch, x + i * advance, x + (i + 1) * advance - 0.5, baseline, size) for i, ch in enumerate(text)]
+
+
+def test_a_title_spanning_two_columns_stays_above_them_and_a_footer_below():
+    chars = (_line("Title spanning both columns of this page here", 50, 700)
+             + _line("right one", 300, 660) + _line("left one", 50, 660)
+             + _line("right two.", 300, 648) + _line("left two.", 50, 648)
+             + _line("page footer spanning the whole width of the page from the left to the right", 50, 100))
+    assert page_text(chars).text == ("Title spanning both columns of this page here\n\nleft one left two.\n\n"
+                                     "right one right two.\n\npage footer spanning the whole width of the page from the left to the right")
+
+
+def test_a_paragraph_running_from_one_column_into_the_next_is_one_paragraph():
+    chars = _line("the sentence starts", 50, 660) + _line("on the left and", 50, 648) + \
+        _line("goes on at right.", 300, 660)
+    assert page_text(chars).text == "the sentence starts on the left and goes on at right."
+
+
+def test_join_lines_hyphens_cjk_and_real_dashes():
+    assert join_lines(["a well-", "known fact"]) == "a wellknown fact"  # a line-end hyphen before lowercase joins
+    assert join_lines(["see page 12-", "14 for more"]) == "see page 12- 14 for more"
+    assert join_lines(["co-\ufffe", "Operation"]) == "co-- Operation"
+    assert join_lines(["中文的第一行", "接着第二行"]) == "中文的第一行接着第二行"
+
+
+def test_undecodable_glyphs_are_counted():
+    chars = _line("abc", 50, 700) + [Char("x", 70, 74, 700, 10, broken=True)] + _line("(cid:12)", 80, 700)
+    assert page_text(chars).broken == 2
+
+
+def test_script_language():
+    assert script_language("The quick brown fox") == "en"
+    assert script_language("这是一个中文段落，其中有 some English") == "zh"
+    assert script_language("Это русский текст") == "other"
+    assert script_language("12345") == "other"
+
+
+def test_a_centred_two_line_title_is_one_paragraph_and_an_indented_line_after_a_sentence_starts_one():
+    chars = (_line("A centred title that runs over", 100, 700, size=16, advance=8)
+             + _line("two lines", 200, 680, size=16, advance=8)
+             + _line("Body text as wide as the page's text block, which ends here.", 50, 640)
+             + _line("Indented new paragraph in the same column and font as the one", 70, 628)
+             + _line("above it, which continues here and runs to the right margin.", 50, 616))
+    assert page_text(chars).text == (
+        "A centred title that runs over two lines\n\nBody text as wide as the page's text block, which ends here."
+        "\n\nIndented new paragraph in the same column and font as the one above it, which continues here and "
+        "runs to the right margin.")
