@@ -502,7 +502,7 @@ def _fix_text_token(token: str) -> list:
 
 
 def _follows_operator(out: list) -> bool:
-    """`\limits` is only allowed after an operator (`\sum`, `\mathop{..}`, `\operatorname*{..}`)."""
+    """`\\limits` is only allowed after an operator (`\\sum`, `\\mathop{..}`, `\\operatorname*{..}`)."""
     seen = [n for n in out if n != " "]
     if seen and isinstance(seen[-1], str):
         return seen[-1][1:] in OPERATORS
