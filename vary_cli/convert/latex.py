@@ -27,6 +27,7 @@ from markdown_it.token import Token
 from mdit_py_plugins.dollarmath import dollarmath_plugin
 
 from .mathpix import PLACEHOLDER, Cell, RepairedPage, Table
+from .texmath import UnrepairableMath, repair_math
 
 _ESCAPES = {"\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "$": r"\$", "&": r"\&", "#": r"\#",
             "%": r"\%", "_": r"\_", "^": r"\^{}", "~": r"\textasciitilde{}", "<": r"\textless{}",
@@ -62,7 +63,7 @@ def render_page(page: RepairedPage) -> TexPage:
     tokens = _parser().parse(page.markdown)
     writer.blocks(tokens)
     writer.flush_comments()
-    return TexPage(body=re.sub(r"\n{3,}", "\n\n", "".join(writer.out)).strip(), commands=set(page.commands))
+    return TexPage(body=re.sub(r"\n{3,}", "\n\n", "".join(writer.out)).strip(), commands=writer.commands)
 
 
 def document(bodies: list[str], commands: set[str]) -> str:
@@ -149,6 +150,7 @@ class _Writer:
         self.pending: list[str] = []  # comments wait for the end of the block (a % inside \section{} would eat the })
         self.lists: list[str] = []  # open list environments, outermost first
         self.skipped = 0  # lists nested too deep to open
+        self.commands: set[str] = set(page.commands)
 
     def flush_comments(self) -> None:
         if self.pending:
@@ -192,7 +194,7 @@ class _Writer:
                 name = self.lists.pop()
                 self.out.append(f"\\end{{{name}}}\n\n" if name else "")
             elif kind in ("math_block", "math_block_label"):
-                self.out.append(f"\\[\n{token.content.strip()}\n\\]\n\n" if token.content.strip() else "")
+                self.out.append(self.math(token.content, display=True) + "\n\n")
             elif kind in ("fence", "code_block"):
                 lines = [r"\noindent\texttt{" + escape(line).replace(" ", "~") + r"}\par"
                          for line in token.content.rstrip("\n").split("\n")]
@@ -227,8 +229,7 @@ class _Writer:
             if kind == "text":
                 parts.append(self.text(token.content))
             elif kind == "math_inline" or kind == "math_inline_double":
-                tex = token.content.strip()
-                parts.append(f"${tex}$" if tex else "")
+                parts.append(self.math(token.content, display=False))
             elif kind == "strong_open":
                 parts.append(r"\textbf{")
             elif kind == "em_open":
@@ -244,6 +245,19 @@ class _Writer:
             elif kind == "image":
                 parts.append(r"\textit{[image" + (": " + escape(token.content) if token.content else "") + "]}")
         return "".join(parts)
+
+    def math(self, source: str, display: bool) -> str:
+        """Math as markdown-it found it, repaired again: the page's spans come through unchanged (the repair
+        is idempotent), and a `$...$` that markdown-it found where the page split saw text is made safe too."""
+        try:
+            repaired = repair_math(source, display)
+        except UnrepairableMath as error:
+            self.pending.append(comment(f"{self.page.marker} {error}; the model wrote:\n{source.strip()}"))
+            return r"\textbf{" + escape(self.page.marker) + "}"
+        self.commands |= repaired.commands
+        if not repaired.tex:
+            return ""
+        return f"\\[\n{repaired.tex}\n\\]" if display else f"${repaired.tex}$"
 
     def text(self, text: str) -> str:
         """Escaped text with the tables and unrepairable-math markers in place of their placeholders."""

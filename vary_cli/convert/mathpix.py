@@ -35,7 +35,7 @@ DISPLAY_ENVS = {"equation", "equation*", "align", "align*", "gather", "gather*",
                 "eqnarray", "eqnarray*", "displaymath", "flalign", "flalign*", "alignat", "alignat*",
                 "array", "matrix", "pmatrix", "bmatrix", "Bmatrix", "vmatrix", "Vmatrix", "cases", "aligned",
                 "gathered", "split", "subequations"}
-_OPENER = re.compile(r"\\begin\{(tabular\*?)\}|\\begin\{([A-Za-z]+\*?)\}|\\\(|\\\[|(?<!\\)\$\$|(?<!\\)\$")
+_OPENER = re.compile(r"\\begin\{(tabular\*?)\}|\\begin\{([A-Za-z]+\*?)\}|\\\(|\\\[|(?<!\\)\$\$|(?<!\\)\$|(`+)")
 _RULE = re.compile(r"\\(?:hline|toprule|midrule|bottomrule|cline\s*\{[^{}]*\}|cmidrule(?:\([^()]*\))?\s*\{[^{}]*\})")
 _EQUATION_NUMBER = r"\(\s*([\d.]+[a-zA-Z]?)\s*\)"
 
@@ -88,6 +88,7 @@ class RepairedPage:
     tables: list[Table] = field(default_factory=list)
     broken: list[BrokenMath] = field(default_factory=list)
     commands: set[str] = field(default_factory=set)
+    math: list[MathRepair] = field(default_factory=list)  # every span written as `$`/`$$` math, in order
 
     @property
     def marker(self) -> str:
@@ -112,6 +113,15 @@ def repair_page(text: str, page: int) -> RepairedPage:
         if match is None:
             break
         token = match.group()
+        if match.group(3):  # a Markdown code span or fence: kept as it is, `$` and all
+            run = re.escape(token)
+            limit = len(text) if len(token) >= 3 else _paragraph_end(text, match.end())  # fences span blank lines
+            close = re.compile(f"(?<!`){run}(?!`)").search(text, match.end(), limit)
+            # A run that closes nowhere is escaped, or Markdown would pair it with a backtick in later math.
+            code = text[match.start():close.end()] if close else "\\`" * len(token)
+            pieces.append(_markdown_text(text[pos:match.start()]) + code)
+            pos = close.end() if close else match.end()
+            continue
         if match.group(2) and match.group(2) not in DISPLAY_ENVS:  # itemize, abstract...: left as text
             pieces.append(_markdown_text(text[pos:match.end()]))
             pos = match.end()
@@ -209,6 +219,7 @@ def _math_markdown(body: str, display: bool, result: RepairedPage) -> str:
     if not repaired.tex:
         return " "
     result.commands |= repaired.commands
+    result.math.append(repaired)
     if display:
         return f"\n\n$$\n{repaired.tex}\n$$\n\n"
     return "$" + repaired.tex.replace("\n", " ") + "$"
