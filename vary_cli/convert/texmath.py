@@ -151,7 +151,7 @@ def repair_math(source: str, display: bool) -> MathRepair:
     fixed = _fix_seq(tree, text_mode=False)
     if display and tags:
         fixed += [" ", "\\tag", Group(list(tags[0]))]
-    tex = _serialize(fixed).strip()
+    tex = re.sub(r" {2,}", " ", _serialize(fixed)).strip()  # dropped tokens leave runs of spaces
     if re.search(r"(?<!\\)(\\\\)*\\$", tex):  # a trailing lone backslash would escape the closing $
         tex += "{}"
     # `\relax` counts as undefined for \providecommand (which then fails), and `\end...` names cannot be defined.
