@@ -46,6 +46,7 @@ CORPUS = [
     # Markdown structure
     "- one\n  - two\n    1. three\n       - four\n         - five\n           - six **bold *both***\n\n> quote\n> > nested",
     "1. first\n2. [second](http://x.y/a_b%20c) ![img](x.png)\n\n---\n\n```\ncode { } \\ $ %\n```",
+    "\\title{T & T} \\section{A_1 $} \\textbf{b%} \\begin{itemize} \\item[x] \\(y\\) \\begin{enumerate} \\item z",
     # scripts pdflatex cannot set
     "中文：表 3 的营收 \\(x^2\\) 日本語のテキスト 한국어 Ελληνικά Русский العربية עברית हिन्दी",
     "Emoji 😀🎉👍🏽 and symbols ∑ ∫ → ≤ ∞ and math \\(😀 + 中\\)",

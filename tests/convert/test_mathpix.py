@@ -104,3 +104,11 @@ def test_unrepairable_math_is_marked_on_the_page():
 def test_control_characters_and_placeholders_are_dropped():
     page = repair_page("a\x00b\x07c \ue000T0\ue001 d\ud800", 1)
     assert page.markdown == "abc T0 d"
+
+
+def test_mathpix_structure_commands_become_markdown():
+    page = repair_page("\\title{Vary}\n\\section*{Intro}\nSome \\textbf{bold}, \\emph{it} and \\(x\\).\n"
+                       "\\begin{itemize}\n\\item one \\(a\\)\n\\item two\n\\begin{enumerate}\n\\item three\n"
+                       "\\end{enumerate}\n\\end{itemize}\n\\begin{abstract} We \\end{abstract}", 1)
+    assert page.markdown == ("# Vary\n\n## Intro\n\nSome **bold**, *it* and $x$.\n\n- one $a$\n- two\n\n"
+                             "  1. three\n\n## Abstract\n\n We ")

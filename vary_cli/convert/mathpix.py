@@ -106,6 +106,7 @@ def repair_page(text: str, page: int) -> RepairedPage:
     """Split one page of model text into Markdown, math and tables, repairing each; see the module docstring."""
     result = RepairedPage(page=page, markdown="")
     text = _nougat_fixes(clean_text(text))
+    lists: list[str] = []  # itemize/enumerate environments open in the text, outermost first
     pieces: list[str] = []
     pos = 0
     while True:
@@ -119,19 +120,19 @@ def repair_page(text: str, page: int) -> RepairedPage:
             close = re.compile(f"(?<!`){run}(?!`)").search(text, match.end(), limit)
             # A run that closes nowhere is escaped, or Markdown would pair it with a backtick in later math.
             code = text[match.start():close.end()] if close else "\\`" * len(token)
-            pieces.append(_markdown_text(text[pos:match.start()]) + code)
+            pieces.append(_markdown_text(lists, text[pos:match.start()]) + code)
             pos = close.end() if close else match.end()
             continue
         if match.group(2) and match.group(2) not in DISPLAY_ENVS:  # itemize, abstract...: left as text
-            pieces.append(_markdown_text(text[pos:match.end()]))
+            pieces.append(_markdown_text(lists, text[pos:match.end()]))
             pos = match.end()
             continue
         end, body_start, body_end = _span_end(text, match)
         if end is None:  # a `$` or `$$` that closes nowhere is a literal dollar
-            pieces.append(_markdown_text(text[pos:match.end()]))
+            pieces.append(_markdown_text(lists, text[pos:match.end()]))
             pos = match.end()
             continue
-        pieces.append(_markdown_text(text[pos:match.start()]))
+        pieces.append(_markdown_text(lists, text[pos:match.start()]))
         if pieces[-1][-1:].isdigit() and token in ("\\(", "$"):
             pieces.append(" ")  # GitHub does not take `1$x$` as math
         if match.group(1):
@@ -144,7 +145,7 @@ def repair_page(text: str, page: int) -> RepairedPage:
         pos = end
         if text[pos:pos + 1].isdigit() and token in ("\\(", "$"):
             pieces.append(" ")  # nor `$x$2`
-    pieces.append(_markdown_text(text[pos:]))
+    pieces.append(_markdown_text(lists, text[pos:]))
     result.markdown = re.sub(r"\n{3,}", "\n\n", "".join(pieces)).strip("\n")
     return result
 
@@ -204,9 +205,38 @@ def _paragraph_end(text: str, start: int) -> int:
     return found.start() if found else len(text)
 
 
-def _markdown_text(text: str) -> str:
-    """Model text outside math: a bare `$` would open math in the Markdown, so it is escaped."""
-    return re.sub(r"(?<!\\)\$", r"\\$", text)
+_STRUCTURE = re.compile(r"\\(title|section|subsection|subsubsection|paragraph)\*?\{([^{}]*)\}|"
+                        r"\\(textbf|textit|emph)\{([^{}]*)\}|\\(begin|end)\{(itemize|enumerate|abstract)\}|"
+                        r"\s*\\item\b(?:\[([^\]]*)\])?\s*")
+_HEADING = {"title": "#", "section": "##", "subsection": "###", "subsubsection": "####", "paragraph": "#####"}
+
+
+def _markdown_text(lists: list[str], text: str) -> str:
+    """Model text outside math as Markdown: Mathpix's LaTeX structure commands (`\\section{}`, `\\textbf{}`,
+    itemize/enumerate, abstract) become their Markdown forms, and a bare `$` is escaped (it would open math)."""
+
+    def structure(found: re.Match) -> str:
+        heading, title, style, body, edge, env, label = found.groups()
+        if heading:
+            return f"\n\n{_HEADING[heading]} {title.strip()}\n\n"
+        if style:
+            mark = "**" if style == "textbf" else "*"
+            return f"{mark}{body.strip()}{mark}" if body.strip() else ""
+        if env == "abstract":
+            return "\n\n## Abstract\n\n" if edge == "begin" else "\n\n"
+        if edge == "begin":
+            lists.append(env)
+            return "\n\n"
+        if edge == "end":
+            if env in lists:
+                del lists[len(lists) - 1 - lists[::-1].index(env):]
+            return "\n\n"
+        # \item: a list marker indented under the markers of the lists around it
+        indent = sum(3 if kind == "enumerate" else 2 for kind in lists[:-1])
+        marker = "1. " if lists and lists[-1] == "enumerate" else "- "
+        return "\n" + " " * indent + marker + (f"**{label}** " if label else "")
+
+    return re.sub(r"(?<!\\)\$", r"\\$", _STRUCTURE.sub(structure, text))
 
 
 def _math_markdown(body: str, display: bool, result: RepairedPage) -> str:
