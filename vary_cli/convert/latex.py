@@ -117,11 +117,17 @@ def table_latex(table: Table, marker: str) -> str:
     for k, row in enumerate(table.rows):
         if k in table.rules:
             lines.append(r"\hline")
-        lines.append(" & ".join(_cell_latex(cell, marker) for cell in row) + r" \\")
+        lines.append(_row(_cell_latex(cell, marker) for cell in row))
     if len(table.rows) in table.rules:
         lines.append(r"\hline")
     lines += [r"\end{tabular}", r"\end{center}"]
     return "\n".join(lines)
+
+
+def _row(cells) -> str:
+    text = " & ".join(cells)
+    # A row that starts with `[` after the previous row's `\\` would be read as its `[length]` argument.
+    return ("{}" if text.startswith("[") else "") + text + r" \\"
 
 
 def _cell_latex(cell: Cell, marker: str) -> str:
@@ -218,7 +224,7 @@ class _Writer:
                 rows[-1].append(self.inline(token.children or []))
         width = max((len(row) for row in rows), default=1)
         lines = [r"\begin{center}", f"\\begin{{tabular}}{{{'l' * width}}}", r"\hline"]
-        lines += [" & ".join(row) + r" \\" + ("\n\\hline" if k == 0 else "") for k, row in enumerate(rows)]
+        lines += [_row(row) + ("\n\\hline" if k == 0 else "") for k, row in enumerate(rows)]
         lines += [r"\hline", r"\end{tabular}", r"\end{center}"]
         return "\n".join(lines)
 

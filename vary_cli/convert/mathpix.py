@@ -35,7 +35,8 @@ DISPLAY_ENVS = {"equation", "equation*", "align", "align*", "gather", "gather*",
                 "eqnarray", "eqnarray*", "displaymath", "flalign", "flalign*", "alignat", "alignat*",
                 "array", "matrix", "pmatrix", "bmatrix", "Bmatrix", "vmatrix", "Vmatrix", "cases", "aligned",
                 "gathered", "split", "subequations"}
-_OPENER = re.compile(r"\\begin\{(tabular\*?)\}|\\begin\{([A-Za-z]+\*?)\}|\\\(|\\\[|(?<!\\)\$\$|(?<!\\)\$|(`+)")
+_OPENER = re.compile(r"\\begin\{(tabular\*?)\}|\\begin\{([A-Za-z]+\*?)\}|(\\\\)|^ {0,3}(`{3,}|~{3,})|\\\(|\\\[|"
+                     r"(?<!\\)\$\$|(?<!\\)\$|(`+)", re.M)
 _RULE = re.compile(r"\\(?:hline|toprule|midrule|bottomrule|cline\s*\{[^{}]*\}|cmidrule(?:\([^()]*\))?\s*\{[^{}]*\})")
 _EQUATION_NUMBER = r"\(\s*([\d.]+[a-zA-Z]?)\s*\)"
 
@@ -105,7 +106,7 @@ def clean_text(text: str) -> str:
 def repair_page(text: str, page: int) -> RepairedPage:
     """Split one page of model text into Markdown, math and tables, repairing each; see the module docstring."""
     result = RepairedPage(page=page, markdown="")
-    text = _nougat_fixes(clean_text(text))
+    text = "\n" + _nougat_fixes(clean_text(text))  # every line, the first too, starts after a newline
     lists: list[str] = []  # itemize/enumerate environments open in the text, outermost first
     pieces: list[str] = []
     pos = 0
@@ -114,10 +115,19 @@ def repair_page(text: str, page: int) -> RepairedPage:
         if match is None:
             break
         token = match.group()
-        if match.group(3):  # a Markdown code span or fence: kept as it is, `$` and all
-            run = re.escape(token)
-            limit = len(text) if len(token) >= 3 else _paragraph_end(text, match.end())  # fences span blank lines
-            close = re.compile(f"(?<!`){run}(?!`)").search(text, match.end(), limit)
+        if match.group(3):  # `\\` (a LaTeX line break): text, or `\\[2pt]` would open math
+            pieces.append(_markdown_text(lists, text[pos:match.end()]))
+            pos = match.end()
+            continue
+        if match.group(4):  # a code fence: verbatim to its closing fence, escaped when there is none
+            fence = match.group(4)
+            close = re.compile(f"^ {{0,3}}{re.escape(fence[0])}{{{len(fence)},}}[ \t]*$", re.M).search(text, match.end())
+            code = text[match.start():close.end()] if close else match.group().replace(fence, "\\" + fence, 1)
+            pieces.append(_markdown_text(lists, text[pos:match.start()]) + code)
+            pos = close.end() if close else match.end()
+            continue
+        if match.group(5):  # a Markdown code span: kept as it is, `$` and all
+            close = re.compile(f"(?<!`){re.escape(token)}(?!`)").search(text, match.end(), _paragraph_end(text, match.end()))
             # A run that closes nowhere is escaped, or Markdown would pair it with a backtick in later math.
             code = text[match.start():close.end()] if close else "\\`" * len(token)
             pieces.append(_markdown_text(lists, text[pos:match.start()]) + code)
@@ -141,7 +151,8 @@ def repair_page(text: str, page: int) -> RepairedPage:
         else:
             display = token not in ("\\(", "$")
             body = text[match.start():body_end] if match.group(2) else text[body_start:body_end]
-            pieces.append(_math_markdown(body, display, result))
+            line = "".join(pieces[-3:]).rsplit("\n", 1)[-1]
+            pieces.append(_math_markdown(body, display, result, in_table_row=line.lstrip().startswith("|")))
         pos = end
         if text[pos:pos + 1].isdigit() and token in ("\\(", "$"):
             pieces.append(" ")  # nor `$x$2`
@@ -236,10 +247,15 @@ def _markdown_text(lists: list[str], text: str) -> str:
         marker = "1. " if lists and lists[-1] == "enumerate" else "- "
         return "\n" + " " * indent + marker + (f"**{label}** " if label else "")
 
-    return re.sub(r"(?<!\\)\$", r"\\$", _STRUCTURE.sub(structure, text))
+    text = _STRUCTURE.sub(structure, text)
+    # Lines Markdown would read as an indented code block or an HTML block would swallow the math that
+    # follows them: their indentation goes (list items keep theirs) and a leading `<` is escaped.
+    text = re.sub(r"\n[ \t]+(?![ \t]|[-*+][ \t]|\d{1,9}[.)][ \t])", "\n", text)
+    text = re.sub(r"(\n {0,3})<", r"\1\\<", text)
+    return re.sub(r"(?<!\\)\$", r"\\$", text)
 
 
-def _math_markdown(body: str, display: bool, result: RepairedPage) -> str:
+def _math_markdown(body: str, display: bool, result: RepairedPage, in_table_row: bool = False) -> str:
     try:
         repaired = repair_math(body, display)
     except UnrepairableMath as error:
@@ -249,6 +265,8 @@ def _math_markdown(body: str, display: bool, result: RepairedPage) -> str:
     if not repaired.tex:
         return " "
     result.commands |= repaired.commands
+    if in_table_row and not display:  # a pipe-table row splits cells at `|` before it sees math
+        repaired.tex = repaired.tex.replace("\\|", "\\Vert ").replace("|", "\\vert ").strip()
     result.math.append(repaired)
     if display:
         return f"\n\n$$\n{repaired.tex}\n$$\n\n"

@@ -422,10 +422,11 @@ def _fix_seq(nodes: list, text_mode: bool) -> list:
         if token == "'":
             if "^" in scripts and out and out[-1] != "'":
                 out.append(Group([]))
-            scripts.clear()
-            scripts.add("^")  # a prime is a superscript: `x'_1^2` would be a double one
+                scripts.clear()
+            scripts.add("^")  # on the same base: `x_a'_b` is a double subscript  # a prime is a superscript: `x'_1^2` would be a double one
             out.append(token)
             continue
+        saved, before = set(scripts), len(out)
         scripts.clear()
         if token in ("\\left", "\\right", "\\middle"):
             if token == "\\left":
@@ -436,6 +437,7 @@ def _fix_seq(nodes: list, text_mode: bool) -> list:
                 else:
                     missing_lefts += 1
             elif not open_lefts:
+                scripts = saved
                 continue  # `\middle` outside `\left...\right`: keep the delimiter alone
             out.append(token)
             j = _next(nodes, i)
@@ -466,7 +468,7 @@ def _fix_seq(nodes: list, text_mode: bool) -> list:
                 i = j + 1
             elif j is not None and isinstance(nodes[j], Group):
                 i = j + 1  # `\hspace{abc}`: TeX stops at "Missing number"; drop it
-        elif token.startswith("\\") and not token[1:].isalpha():
+        elif token.startswith("\\") and not _is_word(token):
             out += [token] if token[1:] in CONTROL_SYMBOLS else _visible(token)
         elif token.startswith("\\") and (token[1:] in UNSAFE or token.startswith("\\end")):
             out += _visible(token)
@@ -485,6 +487,8 @@ def _fix_seq(nodes: list, text_mode: bool) -> list:
                 i = _take_argument(nodes, i, out, text_mode=False)
         else:
             out.append(token)
+        if len(out) == before:  # a dropped command is not a new base: `x^a \limits ^b` is still a double script
+            scripts = saved
     if missing_lefts:
         out = ["\\left", "."] * missing_lefts + [" "] + out
     out += ["\\right", "."] * open_lefts
@@ -496,7 +500,7 @@ def _fix_text_token(token: str) -> list:
         return ["\\_"] if token == "_" else ["\\^{}"] if token == "^" else ["\\&"]
     if token == "\\\\":
         return [" "]
-    if token.startswith("\\") and not token[1:].isalpha() and token[1:] not in CONTROL_SYMBOLS | set("'\"^~=.`"):
+    if token.startswith("\\") and not _is_word(token) and token[1:] not in CONTROL_SYMBOLS | set("'\"^~=.`"):
         return []  # `\(` and the like inside \text{}: unbalanced math delimiters
     return [token]
 
@@ -552,7 +556,7 @@ def _take_argument(nodes: list, i: int, out: list, text_mode: bool) -> int:
             return span_end
         out.append(Group([]))
         return i
-    if node.startswith("\\") and not node[1:].isalpha() and node[1:] not in CONTROL_SYMBOLS:
+    if node.startswith("\\") and not _is_word(node) and node[1:] not in CONTROL_SYMBOLS:
         out.append(Group(_visible(node)))
         return j + 1
     if node.startswith("\\"):  # `\sqrt\ddots`: a macro that expands to several tokens needs braces
@@ -596,10 +600,15 @@ def _take_optional(nodes: list, i: int, out: list) -> int:
     return end + 1
 
 
+def _is_word(token: str) -> bool:
+    """A control word (`\\alpha`); `\\中` is a control symbol here, as in pdflatex."""
+    return token[1:].isascii() and token[1:].isalpha()
+
+
 def _visible(token: str) -> list:
     """A command shown as its name: `\\backslash\\mathrm{name}`."""
     name = token[1:]
-    if name.isalpha():
+    if name.isascii() and name.isalpha():
         return ["\\backslash", "\\mathrm", Group(list(name))]
     return ["\\backslash", "\\" + name if name in CONTROL_SYMBOLS else name]
 
@@ -614,7 +623,7 @@ def _serialize(nodes: list) -> str:
             text = f"\\begin{{{node.name}}}{spec}" + _serialize(node.children) + f"\\end{{{node.name}}}"
         else:
             text = node
-        if parts and re.search(r"\\[A-Za-z]+$", parts[-1]) and text[:1].isalpha():
-            parts.append(" ")  # `\alpha` followed by `x` must not become `\alphax`
+        if parts and re.search(r"\\[A-Za-z]+$", parts[-1]) and (text[:1].isalpha() or not text[:1].isascii()):
+            parts.append(" ")  # `\alpha` then `x` must not become `\alphax` (nor `\alpha中`: xelatex reads 中 as a letter)
         parts.append(text)
     return "".join(parts)
