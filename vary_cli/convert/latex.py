@@ -91,7 +91,7 @@ def document(bodies: list[str], commands: set[str]) -> str:
               r" for pdflatex; compile with xelatex}}\makeatother",
               r"\fi\fi",
               r"\usepackage{amsmath,amssymb}", r"\usepackage{graphicx}", r"\usepackage{booktabs}",
-              r"\IfFileExists{multirow.sty}{\usepackage{multirow}}{\providecommand{\multirow}[3]{#3}}"]
+              r"\IfFileExists{multirow.sty}{\usepackage{multirow}}{\providecommand{\multirow}[3]{##3}}"]
     lines += [
         r"\setcounter{MaxMatrixCols}{100}",
         # amsmath's nested accents (\hat{\hat{a}\bar{b}}) read these before they are set.

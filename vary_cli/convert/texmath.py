@@ -562,7 +562,8 @@ def _take_argument(nodes: list, i: int, out: list, text_mode: bool) -> int:
     if node.startswith("\\"):  # `\sqrt\ddots`: a macro that expands to several tokens needs braces
         out.append(Group([node] if text_mode or node not in DROPPED else []))
         return j + 1
-    out.append(node if node.isalnum() else Group([node]))  # `^~`: an active character needs braces
+    # `^~`: an active character needs braces, and so does `\frac é`: pdflatex reads é as two bytes.
+    out.append(node if node.isascii() and node.isalnum() else Group([node]))
     return j + 1
 
 
