@@ -112,3 +112,11 @@ def test_mathpix_structure_commands_become_markdown():
                        "\\end{enumerate}\n\\end{itemize}\n\\begin{abstract} We \\end{abstract}", 1)
     assert page.markdown == ("# Vary\n\n## Intro\n\nSome **bold**, *it* and $x$.\n\n- one $a$\n- two\n\n"
                              "  1. three\n\n## Abstract\n\n We ")
+
+
+def test_headings_inside_lists_are_bold_paragraphs_in_latex():
+    from vary_cli.convert.latex import render_page as latex_page
+
+    body = latex_page(repair_page("> # Heading\n\n- # Item\n\n# Top", 1)).body
+    assert "\\begin{quote}\n\\par\\textbf{Heading}\\par" in body and "\\item{} \\par\\textbf{Item}\\par" in body
+    assert "\\section*{Top}" in body

@@ -174,9 +174,10 @@ class _Writer:
                 self.out.append("\n\n" if not self.lists or not token.hidden else "\n")
                 self.flush_comments()
             elif kind == "heading_open":
-                self.out.append(f"\\{_HEADINGS.get(token.tag, 'paragraph')}*{{")
+                # Inside a list or quote a sectioning command is an error ("perhaps a missing \item").
+                self.out.append("\\par\\textbf{" if self.lists else f"\\{_HEADINGS.get(token.tag, 'paragraph')}*{{")
             elif kind == "heading_close":
-                self.out.append("}\n\n")
+                self.out.append("}\\par\n\n" if self.lists else "}\n\n")
                 self.flush_comments()
             elif kind in ("bullet_list_open", "ordered_list_open"):
                 if len(self.lists) < MAX_LIST_DEPTH:

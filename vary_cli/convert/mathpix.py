@@ -249,8 +249,10 @@ def _markdown_text(lists: list[str], text: str) -> str:
 
     text = _STRUCTURE.sub(structure, text)
     # Lines Markdown would read as an indented code block or an HTML block would swallow the math that
-    # follows them: their indentation goes (list items keep theirs) and a leading `<` is escaped.
-    text = re.sub(r"\n[ \t]+(?![ \t]|[-*+][ \t]|\d{1,9}[.)][ \t])", "\n", text)
+    # follows them: indentation of four or more becomes three (list items keep theirs; three still continues
+    # a list item's paragraph) and a leading `<` is escaped.
+    text = re.sub(r"\n[ \t]+(?![ \t]|[-*+][ \t]|\d{1,9}[.)][ \t])",
+                  lambda m: m.group() if len(m.group().expandtabs(4)) <= 4 else "\n   ", text)
     text = re.sub(r"(\n {0,3})<", r"\1\\<", text)
     return re.sub(r"(?<!\\)\$", r"\\$", text)
 
