@@ -116,33 +116,35 @@ def repair_page(text: str, page: int) -> RepairedPage:
             break
         token = match.group()
         if match.group(3):  # `\\` (a LaTeX line break): text, or `\\[2pt]` would open math
-            pieces.append(_markdown_text(lists, text[pos:match.end()]))
+            pieces.append(_markdown_text(lists, pieces, text[pos:match.end()]))
             pos = match.end()
             continue
         if match.group(4):  # a code fence: verbatim to its closing fence, escaped when there is none
             fence = match.group(4)
             close = re.compile(f"^ {{0,3}}{re.escape(fence[0])}{{{len(fence)},}}[ \t]*$", re.M).search(text, match.end())
             code = text[match.start():close.end()] if close else match.group().replace(fence, "\\" + fence, 1)
-            pieces.append(_markdown_text(lists, text[pos:match.start()]) + code)
+            pieces.append(_markdown_text(lists, pieces, text[pos:match.start()]) + code)
             pos = close.end() if close else match.end()
             continue
         if match.group(5):  # a Markdown code span: kept as it is, `$` and all
             close = re.compile(f"(?<!`){re.escape(token)}(?!`)").search(text, match.end(), _paragraph_end(text, match.end()))
+            if len(token) >= 3:  # ``` inside a line: escaped, for our line breaks could make it a fence
+                close = None
             # A run that closes nowhere is escaped, or Markdown would pair it with a backtick in later math.
             code = text[match.start():close.end()] if close else "\\`" * len(token)
-            pieces.append(_markdown_text(lists, text[pos:match.start()]) + code)
+            pieces.append(_markdown_text(lists, pieces, text[pos:match.start()]) + code)
             pos = close.end() if close else match.end()
             continue
         if match.group(2) and match.group(2) not in DISPLAY_ENVS:  # itemize, abstract...: left as text
-            pieces.append(_markdown_text(lists, text[pos:match.end()]))
+            pieces.append(_markdown_text(lists, pieces, text[pos:match.end()]))
             pos = match.end()
             continue
         end, body_start, body_end = _span_end(text, match)
         if end is None:  # a `$` or `$$` that closes nowhere is a literal dollar
-            pieces.append(_markdown_text(lists, text[pos:match.end()]))
+            pieces.append(_markdown_text(lists, pieces, text[pos:match.end()]))
             pos = match.end()
             continue
-        pieces.append(_markdown_text(lists, text[pos:match.start()]))
+        pieces.append(_markdown_text(lists, pieces, text[pos:match.start()]))
         if pieces[-1][-1:].isdigit() and token in ("\\(", "$"):
             pieces.append(" ")  # GitHub does not take `1$x$` as math
         if match.group(1):
@@ -151,12 +153,16 @@ def repair_page(text: str, page: int) -> RepairedPage:
         else:
             display = token not in ("\\(", "$")
             body = text[match.start():body_end] if match.group(2) else text[body_start:body_end]
-            line = "".join(pieces[-3:]).rsplit("\n", 1)[-1]
-            pieces.append(_math_markdown(body, display, result, in_table_row=line.lstrip().startswith("|")))
+            # A line that starts with `|`, or any line after a delimiter row `|---|` in the same paragraph, is
+            # a pipe-table row in GFM.
+            paragraph = "".join(pieces[-8:]).rsplit("\n\n", 1)[-1]
+            row = paragraph.rsplit("\n", 1)[-1].lstrip().startswith("|") or \
+                re.search(r"^ {0,3}\|?\s*:?-+:?\s*\|[-:|\s]*$", paragraph, re.M) is not None
+            pieces.append(_math_markdown(body, display, result, in_table_row=row))
         pos = end
         if text[pos:pos + 1].isdigit() and token in ("\\(", "$"):
             pieces.append(" ")  # nor `$x$2`
-    pieces.append(_markdown_text(lists, text[pos:]))
+    pieces.append(_markdown_text(lists, pieces, text[pos:]))
     result.markdown = re.sub(r"\n{3,}", "\n\n", "".join(pieces)).strip("\n")
     return result
 
@@ -222,7 +228,7 @@ _STRUCTURE = re.compile(r"\\(title|section|subsection|subsubsection|paragraph)\*
 _HEADING = {"title": "#", "section": "##", "subsection": "###", "subsubsection": "####", "paragraph": "#####"}
 
 
-def _markdown_text(lists: list[str], text: str) -> str:
+def _markdown_text(lists: list[str], pieces: list[str], text: str) -> str:
     """Model text outside math as Markdown: Mathpix's LaTeX structure commands (`\\section{}`, `\\textbf{}`,
     itemize/enumerate, abstract) become their Markdown forms, and a bare `$` is escaped (it would open math)."""
 
@@ -247,14 +253,15 @@ def _markdown_text(lists: list[str], text: str) -> str:
         marker = "1. " if lists and lists[-1] == "enumerate" else "- "
         return "\n" + " " * indent + marker + (f"**{label}** " if label else "")
 
-    text = _STRUCTURE.sub(structure, text)
+    line_start = not pieces or "".join(pieces[-2:]).endswith("\n")  # after a table or display, say
+    text = ("\n" if line_start else "") + _STRUCTURE.sub(structure, text)
     # Lines Markdown would read as an indented code block or an HTML block would swallow the math that
     # follows them: indentation of four or more becomes three (list items keep theirs; three still continues
     # a list item's paragraph) and a leading `<` is escaped.
     text = re.sub(r"\n[ \t]+(?![ \t]|[-*+][ \t]|\d{1,9}[.)][ \t])",
                   lambda m: m.group() if len(m.group().expandtabs(4)) <= 4 else "\n   ", text)
     text = re.sub(r"(\n {0,3})<", r"\1\\<", text)
-    return re.sub(r"(?<!\\)\$", r"\\$", text)
+    return re.sub(r"(?<!\\)\$", r"\\$", text[1:] if line_start else text)
 
 
 def _math_markdown(body: str, display: bool, result: RepairedPage, in_table_row: bool = False) -> str:
