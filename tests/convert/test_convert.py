@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -69,7 +70,8 @@ def test_page_ranges_and_their_errors(loaded, pdf):
         convert(loaded, pdf, None, pages=[(4, 9)])
 
 
-@pytest.mark.parametrize("fmt,marker", [("md", r"<!-- page (\d+) -->"), ("tex", r"% page (\d+)"), ("txt", None)])
+@pytest.mark.parametrize("fmt,marker", [("md", r"<!-- page (\d+) -->"), ("mmd", r"<!-- page (\d+) -->"),
+                                        ("tex", r"% page (\d+)"), ("txt", None)])
 def test_text_formats_have_splittable_page_markers(loaded, pdf, fmt, marker):
     _, text = convert(loaded, pdf, None, fmt=fmt, pages=[(1, 3)])
     if marker:
@@ -121,6 +123,44 @@ def test_a_failing_page_is_retried_alone_then_marked_and_the_rest_survive(loaded
     assert calls[:2] == [4, 1] and report.failed_pages == 1
     _, md = convert(loaded, pdf, None, fmt="md", batch_size=4)
     assert "[MISSING_PAGE_FAIL:3]" in md
+
+
+def make_text_pdf(path: Path, n_pages: int) -> Path:
+    """A PDF with a text layer (what a born-digital paper has), one line per page."""
+    from reportlab.pdfgen import canvas
+
+    pdf = canvas.Canvas(str(path), pagesize=(200, 260))
+    for i in range(n_pages):
+        pdf.drawString(20, 200, f"Layer text {i + 1}: 50% of $5 & x_1")
+        pdf.showPage()
+    pdf.save()
+    return path
+
+
+def test_text_layer_fallback_fills_failed_pages_only_when_asked(loaded, tmp_path, monkeypatch):
+    pytest.importorskip("reportlab")
+    source = make_text_pdf(tmp_path / "born_digital.pdf", 3)
+    real = loaded.encode_pages
+    rendered = []
+
+    def failing_page_two(images, prompt="ocr"):
+        rendered.append(images[0])
+        if len(rendered) == 2:
+            raise RuntimeError("CUDA out of memory")
+        return real(images, prompt)
+
+    monkeypatch.setattr(loaded, "encode_pages", failing_page_two)
+    report, md = convert(loaded, source, None, fmt="md", fallback="text-layer")
+    assert report.failed_pages == 1 and report.results[1].finish_reason == "error"  # counted as the model left it
+    assert "[TEXT_LAYER_FALLBACK:2]\n\nLayer text 2: 50% of \\$5 & x\\_1" in md and "MISSING_PAGE_FAIL" not in md
+    assert "Layer text 1" not in md and "Layer text 3" not in md  # pages the model read keep its text
+    rendered.clear()
+    _, jsonl = convert(loaded, source, None, fmt="jsonl", fallback="text-layer")
+    page_two = records(jsonl)[1]
+    assert page_two["finish_reason"] == "text-layer" and page_two["error"].startswith("model: error: CUDA")
+    rendered.clear()
+    _, md = convert(loaded, source, None, fmt="md")
+    assert "[MISSING_PAGE_FAIL:2]" in md and "Layer text" not in md  # off by default
 
 
 def test_finished_outputs_are_skipped_unless_recompute(loaded, pdf, tmp_path):
@@ -202,11 +242,20 @@ def test_cli_single_output_by_suffix_and_bad_flags(tiny_checkpoint, pdf, tmp_pat
     ok = runner.invoke(app, ["convert", str(pdf), "-o", str(target), "--model", str(tiny_checkpoint),
                              "--max-new-tokens", "3", "--pages", "2-3"])
     assert ok.exit_code == 0, ok.output
-    assert re.findall(r"% page (\d+)", target.read_text()) == ["2", "3"]
+    tex = target.read_text()
+    assert re.findall(r"% page (\d+)", tex) == ["2", "3"] and "\\begin{document}" in tex
+    engine = re.match(r"% !TEX program = (\w+)", tex)
+    engine = engine.group(1) if engine else "pdflatex"
+    if shutil.which(engine):  # whatever the (random) model wrote, the document compiles
+        run = subprocess.run([engine, "-interaction=nonstopmode", "-halt-on-error", target.name], cwd=tmp_path,
+                             capture_output=True, text=True, errors="replace", timeout=120)
+        assert run.returncode == 0, run.stdout[-2000:]
     bad = runner.invoke(app, ["convert", str(pdf), "-o", str(tmp_path / "x.md"), "--model", str(tiny_checkpoint),
                               "--pages", "7-9"])
     # A page range outside the document fails that document (exit 1), with the page count in one line.
     assert bad.exit_code == 1 and "5 pages" in bad.output and not (tmp_path / "x.md").exists()
+    fallback = runner.invoke(app, ["convert", str(pdf), "--fallback", "ocr"])
+    assert fallback.exit_code == 2 and "--fallback must be one of text-layer" in fallback.output
     missing = runner.invoke(app, ["convert", str(tmp_path / "nope.pdf")])
     assert missing.exit_code == 2 and len(missing.output.strip().splitlines()) == 1
 

@@ -1,4 +1,4 @@
-"""render.py: page markers per format, failure/repetition/length markers, JSON Lines fields, suffixes."""
+"""render.py: page markers per format, failure/repetition/length/fallback markers, JSON Lines fields, suffixes."""
 
 from __future__ import annotations
 
@@ -29,9 +29,26 @@ def test_markdown_page_markers_split_back_into_pages():
     assert [p.strip() for p in parts[1::2]] == ["# Title\n\nFirst page.", "Second $x_1$ page.", "Third."]
 
 
+def body(tex):
+    """What a LaTeX document holds between \\begin{document} and \\end{document}."""
+    return tex.split("\\begin{document}\n", 1)[1].rsplit("\\end{document}", 1)[0]
+
+
 def test_latex_page_markers_are_comments():
     out = render_document(PAGES[1:], "tex")
-    assert out == "% page 2\nSecond $x_1$ page.\n\n% page 3\nThird.\n"
+    assert out.startswith("\\documentclass{article}\n") and out.endswith("\\end{document}\n")
+    assert body(out) == "% page 2\nSecond $x_1$ page.\n\n% page 3\nThird.\n"
+
+
+def test_mmd_is_the_model_text_with_page_markers():
+    pages = [page(1, "A \\(x\\) $5 \\begin{tabular}{c} a \\end{tabular}"), page(2, "B")]
+    assert render_document(pages, "mmd") == ("<!-- page 1 -->\nA \\(x\\) $5 \\begin{tabular}{c} a \\end{tabular}\n\n"
+                                             "<!-- page 2 -->\nB\n")
+
+
+def test_markdown_rewrites_math_and_escapes_dollars():
+    out = render_document([page(1, "Costs $5, so \\(x^2\\) and\n\\[ y \\]")], "md")
+    assert out == "<!-- page 1 -->\nCosts \\$5, so $x^2$ and\n\n$$\ny\n$$\n"
 
 
 def test_text_pages_are_separated_by_form_feeds():
@@ -46,7 +63,8 @@ def test_pages_are_put_in_page_order():
 def test_single_image_has_no_page_marker():
     single = PageResult(source="a.png", text="Hello\n\n", finish_reason="stop", tokens=2, seconds=0.1)
     assert render_document([single], "md") == "Hello\n"
-    assert render_document([single], "tex") == "Hello\n"
+    assert render_document([single], "mmd") == "Hello\n"
+    assert body(render_document([single], "tex")) == "Hello\n"
     assert render_document([single], "txt") == "Hello\n"
 
 
@@ -73,7 +91,7 @@ def test_latex_markers_compile_and_stay_greppable():
     assert "% [REPETITION_CUT:1]\n\\textbf{[REPETITION\\_CUT:1]}" in tex
     assert "% [MISSING_PAGE_FAIL:2] bad $ & _ input\n\\textbf{[MISSING\\_PAGE\\_FAIL:2]}" in tex
     # Outside comments, no bare underscore or error text that LaTeX would choke on.
-    visible = "\n".join(line for line in tex.splitlines() if not line.startswith("%"))
+    visible = "\n".join(line for line in body(tex).splitlines() if not line.startswith("%"))
     assert "bad $" not in visible and re.search(r"(?<!\\)_", visible) is None
 
 
@@ -91,13 +109,30 @@ def test_jsonl_has_one_object_per_page_with_fixed_keys():
     assert render_document(results, "jsonl") == out
 
 
+def test_text_layer_fallback_is_marked_and_escaped():
+    results = [page(1, "50% of $5 <b>", "text-layer")]
+    assert render_document(results, "md") == "<!-- page 1 -->\n[TEXT_LAYER_FALLBACK:1]\n\n50% of \\$5 \\<b\\>\n"
+    assert render_document(results, "mmd") == "<!-- page 1 -->\n[TEXT_LAYER_FALLBACK:1]\n\n50% of $5 <b>\n"
+    tex = body(render_document(results, "tex"))
+    assert tex == ("% page 1\n% [TEXT_LAYER_FALLBACK:1]\n\\textbf{[TEXT\\_LAYER\\_FALLBACK:1]}\n\n"
+                   "50\\% of \\$5 \\textless{}b\\textgreater{}\n")
+
+
+def test_tex_declares_xelatex_only_when_the_text_needs_it():
+    assert not render_document([page(1, "plain")], "tex").startswith("%")
+    unicode = render_document([page(1, "naïve 中文")], "tex")
+    assert unicode.startswith("% !TEX program = xelatex\n") and "xeCJK" in unicode
+    assert "xeCJK" not in render_document([page(1, "naïve")], "tex")
+
+
 def test_empty_and_unknown_format():
     assert render_document([], "md") == ""
-    with pytest.raises(InputError, match="md, tex, txt, jsonl"):
+    assert body(render_document([], "tex")) == "\\mbox{}\n"
+    with pytest.raises(InputError, match="md, mmd, tex, txt, jsonl"):
         render_document(PAGES, "html")
 
 
-@pytest.mark.parametrize("name, fmt", [("out.md", "md"), ("OUT.Markdown", "md"), ("a/b.tex", "tex"),
+@pytest.mark.parametrize("name, fmt", [("out.md", "md"), ("OUT.Markdown", "md"), ("a/b.tex", "tex"), ("p.mmd", "mmd"),
                                        ("x.txt", "txt"), ("x.jsonl", "jsonl"), ("x.html", "md"), ("noext", "md")])
 def test_format_from_suffix(name, fmt):
     assert format_from_suffix(name) == fmt

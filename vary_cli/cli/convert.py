@@ -1,4 +1,4 @@
-"""`vary convert`: whole documents to Markdown, LaTeX, text or JSON Lines, with progress and a summary.
+"""`vary convert`: whole documents to Markdown, Mathpix Markdown, LaTeX, text or JSON Lines, with progress and a summary.
 
 Mounted on the app by `cli/app.py`. Parses flags, plans one output per input, loads the model once and
 calls `pipeline.convert_document` for each document; a document that cannot be opened is reported
@@ -20,7 +20,8 @@ from ..errors import InputError, VaryError
 
 # The prompt each format gets unless --prompt says otherwise: Vary's document task writes Markdown with
 # LaTeX math, which serves md, tex and jsonl; plain text asks for plain OCR.
-DEFAULT_PROMPT = {"md": "markdown", "tex": "markdown", "jsonl": "markdown", "txt": "ocr"}
+DEFAULT_PROMPT = {"md": "markdown", "mmd": "markdown", "tex": "markdown", "jsonl": "markdown", "txt": "ocr"}
+FALLBACKS = ("text-layer",)
 
 
 def convert(
@@ -28,7 +29,7 @@ def convert(
                                                  show_default=False)],
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output file for one input ('-': stdout, the default).")] = None,
     out_dir: Annotated[Optional[Path], typer.Option("--out-dir", help="Directory for many outputs; relative paths are kept.")] = None,
-    fmt: Annotated[Optional[str], typer.Option("--format", "-f", help="md, tex, txt or jsonl (default: from the -o suffix, else md).")] = None,
+    fmt: Annotated[Optional[str], typer.Option("--format", "-f", help="md (GitHub Markdown), mmd (the model's Mathpix Markdown), tex (a LaTeX document that compiles), txt or jsonl (default: from the -o suffix, else md).")] = None,
     pages: Annotated[Optional[str], typer.Option(help="1-based pages to convert, e.g. 1-4,7 or 5-.")] = None,
     model: ModelOption = "vary-toy",
     prompt: Annotated[Optional[str], typer.Option(help="A preset (ocr, markdown) or any text; default fits --format.")] = None,
@@ -41,11 +42,12 @@ def convert(
     seed: SeedOption = None,
     repetition_guard: Annotated[bool, typer.Option("--repetition-guard/--no-repetition-guard",
                                                    help="Stop a page that loops, keeping the text before the loop.")] = True,
+    fallback: Annotated[Optional[str], typer.Option("--fallback", help="text-layer: write pages the model could not read (error, repetition) from the PDF's own text, marked [TEXT_LAYER_FALLBACK:N]; off by default.")] = None,
     recompute: Annotated[bool, typer.Option("--recompute", help="Convert again even where a finished output exists.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress, only errors.")] = False,
     debug: DebugOption = False,
 ) -> None:
-    """Convert PDFs and images to Markdown (default), LaTeX, text or JSON Lines."""
+    """Convert PDFs and images to Markdown (default), Mathpix Markdown, LaTeX, text or JSON Lines."""
     from ..convert.output import plan_outputs
     from ..convert.raster import discover_inputs, parse_page_ranges
     from ..convert.render import FORMATS, format_from_suffix
@@ -57,6 +59,8 @@ def convert(
         fmt = fmt or (format_from_suffix(output) if not to_stdout else "md")
         if fmt not in FORMATS:
             raise typer.BadParameter(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+        if fallback is not None and fallback not in FALLBACKS:
+            raise typer.BadParameter(f"--fallback must be one of {', '.join(FALLBACKS)}, not {fallback!r}")
         gen = generation_config(max_new_tokens, temperature, top_p, seed)
         if not repetition_guard:
             gen = gen.with_(repetition_span=0)
@@ -70,7 +74,7 @@ def convert(
             targets = plan_outputs(sources, inputs, out_dir, fmt)
         loaded = load_model(model, device, dtype, quiet)
         run_conversion(loaded, targets, fmt=fmt, prompt=prompt or DEFAULT_PROMPT[fmt], gen=gen, ranges=ranges,
-                       batch_size=batch_size, recompute=recompute, quiet=quiet)
+                       batch_size=batch_size, recompute=recompute, quiet=quiet, fallback=fallback)
     except VaryError as error:
         fail(error, debug)
     except KeyboardInterrupt:
@@ -79,7 +83,7 @@ def convert(
 
 
 def run_conversion(loaded, targets: dict[Path, Path | None], *, fmt: str, prompt: str, gen, ranges,
-                   batch_size: int, recompute: bool, quiet: bool) -> None:
+                   batch_size: int, recompute: bool, quiet: bool, fallback: str | None = None) -> None:
     from ..convert.pipeline import convert_document, default_batch_size
 
     batch_size = batch_size or default_batch_size(loaded, gen.max_new_tokens)
@@ -91,7 +95,7 @@ def run_conversion(loaded, targets: dict[Path, Path | None], *, fmt: str, prompt
             try:
                 report, text = convert_document(loaded, source, target, prompt=prompt, fmt=fmt, gen=gen,
                                                 pages=ranges, batch_size=batch_size, recompute=recompute,
-                                                progress=progress)
+                                                progress=progress, fallback=fallback)
             except InputError as error:  # this document can't be opened: report it, go on with the rest
                 totals["failed_documents"] += 1
                 progress.message(f"[red]error:[/red] {' '.join(str(error).split())}")

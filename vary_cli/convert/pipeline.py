@@ -28,6 +28,7 @@ from ..models.preprocess import load_image
 from .raster import Document, open_document, select_pages
 from .render import render_document, render_jsonl
 from .results import PageResult
+from .text_layer import fill_from_text_layer
 
 
 class Progress:
@@ -102,7 +103,7 @@ def ocr_images(loaded: LoadedModel, images: Iterable[Path], prompt: str, gen: Ge
 def convert_document(loaded: LoadedModel, source: Path, output: Path | None, *, prompt: str, fmt: str,
                      gen: GenerationConfig, pages: list[tuple[int, int | None]] | None = None,
                      batch_size: int = 1, recompute: bool = False, progress: Progress | None = None,
-                     document: Document | None = None) -> tuple[DocumentReport, str]:
+                     document: Document | None = None, fallback: str | None = None) -> tuple[DocumentReport, str]:
     """Convert one PDF or image file; returns its report and the rendered text.
 
     With `output` set, finished pages are kept in a resume store beside it as they complete and the
@@ -110,6 +111,8 @@ def convert_document(loaded: LoadedModel, source: Path, output: Path | None, *, 
     output with failed pages is written (with their markers) but not finished: running again retries
     those pages only.
     With `output` None (stdout) nothing is written and nothing is resumed.
+    With `fallback="text-layer"`, failed and looping PDF pages are written from the PDF's text layer
+    (see text_layer.py); the report still counts them as the model left them.
 
     Raises:
         InputError: the document cannot be opened, or `pages` is out of range.
@@ -148,7 +151,8 @@ def convert_document(loaded: LoadedModel, source: Path, output: Path | None, *, 
                 results[result.page or 1] = result
                 progress.page_done(result)
         ordered = [results[n] for n in wanted]
-        text = render_jsonl(ordered) if fmt == "jsonl" else render_document(ordered, fmt)
+        rendered = fill_from_text_layer(ordered, source) if fallback == "text-layer" and document.kind == "pdf" else ordered
+        text = render_jsonl(rendered) if fmt == "jsonl" else render_document(rendered, fmt)
         if output is not None:
             atomic_write_text(output, text)
             if not any(r.finish_reason == "error" for r in ordered):

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-FINISH_REASONS = ("stop", "length", "repetition", "error")
+# "text-layer": the page's text comes from the PDF's text layer (`--fallback text-layer`), not the model.
+FINISH_REASONS = ("stop", "length", "repetition", "error", "text-layer")
 
 
 @dataclass

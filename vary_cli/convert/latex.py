@@ -1,0 +1,284 @@
+"""A complete LaTeX document from repaired pages, one that a TeX engine compiles whatever the model wrote.
+
+`render.render_document` calls `render_page` for each page of `--format tex` and `document` once to
+wrap the pages. A page's Markdown (see `mathpix.repair_page`) is parsed with markdown-it-py and the
+dollarmath plugin, and its tokens are mapped: headings -> `\\section*` ... `\\subparagraph*`, lists ->
+itemize/enumerate (at most four deep, as LaTeX allows), bold/italic -> `\\textbf`/`\\emph`, code ->
+`\\texttt`, pipe tables and the model's tabulars -> `tabular` (rebuilt from the parsed cells, with
+`\\multicolumn`/`\\multirow`). Text outside math is escaped (the ten specials, plus `< > |`, which the
+default OT1 font would set as other glyphs); math passes through as repaired.
+
+The engine is declared on the first line when the text needs one that reads Unicode:
+`% !TEX program = xelatex` (latexmk, TeXstudio, VS Code's LaTeX Workshop read it) with fontspec, and
+xeCJK with Noto Serif CJK when there is CJK text. A glyph missing from the fonts (emoji, Arabic...)
+is a warning in xelatex, never an error. Plain-ASCII documents stay with pdflatex. Every control word
+used in math is declared with `\\providecommand`, which leaves defined commands alone and makes an
+unknown one print its name. Unrepairable math is a visible `[UNREPAIRABLE_MATH:N]` with the model's
+text in a comment after the paragraph.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from markdown_it import MarkdownIt
+from markdown_it.token import Token
+from mdit_py_plugins.dollarmath import dollarmath_plugin
+
+from .mathpix import PLACEHOLDER, Cell, RepairedPage, Table
+from .texmath import UnrepairableMath, repair_math
+
+_ESCAPES = {"\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "$": r"\$", "&": r"\&", "#": r"\#",
+            "%": r"\%", "_": r"\_", "^": r"\^{}", "~": r"\textasciitilde{}", "<": r"\textless{}",
+            ">": r"\textgreater{}", "|": r"\textbar{}"}
+_SPECIAL = re.compile(r"[\\{}$&#%_^~<>|]")
+_HEADINGS = {"h1": "section", "h2": "subsection", "h3": "subsubsection", "h4": "paragraph",
+             "h5": "subparagraph", "h6": "subparagraph"}
+MAX_LIST_DEPTH = 4  # itemize/enumerate nest four deep; quote is a list too (six in all)
+_CJK = re.compile("[\u2e80-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef\U00020000-\U0002fa1f]")
+
+
+def escape(text: str) -> str:
+    """Plain text as LaTeX source that prints it (the ten specials and `< > |`)."""
+    return _SPECIAL.sub(lambda m: _ESCAPES[m.group()], text)
+
+
+def comment(text: str) -> str:
+    """`text` as `%` comment lines (each line of it commented)."""
+    return "\n".join("% " + line for line in text.splitlines() or [""])
+
+
+@dataclass
+class TexPage:
+    """A page's LaTeX body and the control words its math uses (for the preamble)."""
+
+    body: str
+    commands: set[str] = field(default_factory=set)
+
+
+def render_page(page: RepairedPage) -> TexPage:
+    """The page body in LaTeX; see the module docstring."""
+    writer = _Writer(page)
+    tokens = _parser().parse(page.markdown)
+    writer.blocks(tokens)
+    writer.flush_comments()
+    return TexPage(body=re.sub(r"\n{3,}", "\n\n", "".join(writer.out)).strip(), commands=writer.commands)
+
+
+def document(bodies: list[str], commands: set[str]) -> str:
+    """A complete document around the page bodies: the preamble, and the engine line when needed."""
+    text = "\n".join(bodies)
+    unicode = any(ord(ch) > 127 for ch in text)
+    lines = []
+    if unicode:
+        lines.append("% !TEX program = xelatex")
+    lines += [r"\documentclass{article}",
+              # Written for xelatex, and safe under the engine a plain `latexmk` may pick instead: lualatex
+              # gets fontspec only where luaotfload is installed; under pdflatex a character it cannot set
+              # prints as `?` with a warning instead of an error.
+              r"\ifdefined\XeTeXversion",
+              r"\usepackage{fontspec}"]
+    if _CJK.search(text):
+        # xeCJK breaks lines between CJK characters and switches to a CJK font (Debian fonts-noto-cjk).
+        lines.append(r"\IfFileExists{xeCJK.sty}{\usepackage{xeCJK}\IfFontExistsTF{Noto Serif CJK SC}"
+                     r"{\setCJKmainfont{Noto Serif CJK SC}}{}}{}")
+    lines += [r"\else\ifdefined\directlua",
+              r"\IfFileExists{luaotfload-main.lua}{\usepackage{fontspec}}{}",
+              r"\else",
+              r"\usepackage[T1]{fontenc}\IfFileExists{lmodern.sty}{\usepackage{lmodern}}{}",
+              r"\makeatletter\def\UTFviii@undefined@err#1{?\@latex@warning{Unicode character not set up"
+              r" for pdflatex; compile with xelatex}}\makeatother",
+              r"\fi\fi",
+              r"\usepackage{amsmath,amssymb}", r"\usepackage{graphicx}", r"\usepackage{booktabs}",
+              r"\IfFileExists{multirow.sty}{\usepackage{multirow}}{\providecommand{\multirow}[3]{##3}}"]
+    lines += [
+        r"\setcounter{MaxMatrixCols}{100}",
+        # amsmath's nested accents (\hat{\hat{a}\bar{b}}) read these before they are set.
+        r"\makeatletter\providecommand\macc@kerna{0pt}\providecommand\macc@kernb{0pt}"
+        r"\providecommand\macc@nucleus{}\makeatother",
+    ]
+    lines += [f"\\providecommand{{\\{name}}}{{\\ensuremath{{\\backslash\\mathrm{{{name}}}}}}}"
+              for name in sorted(commands)]
+    lines += [r"\begin{document}", text.strip() or r"\mbox{}", r"\end{document}"]
+    return "\n".join(lines) + "\n"
+
+
+def _parser() -> MarkdownIt:
+    md = MarkdownIt("commonmark").enable(["table", "strikethrough"])
+    return md.use(dollarmath_plugin, allow_space=False, allow_digits=False)
+
+
+def table_latex(table: Table, marker: str) -> str:
+    """A tabular rebuilt from parsed cells: spec wide enough, spans as \\multicolumn/\\multirow, rules kept."""
+    if not table.rows:
+        return ""
+    lines = [r"\begin{center}", f"\\begin{{tabular}}{{{table.spec}}}"]
+    for k, row in enumerate(table.rows):
+        if k in table.rules:
+            lines.append(r"\hline")
+        lines.append(_row(_cell_latex(cell, marker) for cell in row))
+    if len(table.rows) in table.rules:
+        lines.append(r"\hline")
+    lines += [r"\end{tabular}", r"\end{center}"]
+    return "\n".join(lines)
+
+
+def _row(cells) -> str:
+    text = " & ".join(cells)
+    # A row that starts with `[` after the previous row's `\\` would be read as its `[length]` argument.
+    return ("{}" if text.startswith("[") else "") + text + r" \\"
+
+
+def _cell_latex(cell: Cell, marker: str) -> str:
+    parts = []
+    for kind, value in cell.parts:
+        if kind == "text":
+            parts.append(escape(str(value)))
+        elif kind == "math":
+            parts.append(f"${value.tex}$")  # type: ignore[union-attr]
+        else:
+            parts.append(r"\textbf{" + escape(marker) + "}")
+    text = "".join(parts).strip()
+    if cell.rowspan > 1:
+        text = f"\\multirow{{{cell.rowspan}}}{{*}}{{{text}}}"
+    if cell.colspan > 1:
+        text = f"\\multicolumn{{{cell.colspan}}}{{c}}{{{text}}}"
+    return text
+
+
+class _Writer:
+    """Walks markdown-it's tokens and appends LaTeX to `out`."""
+
+    def __init__(self, page: RepairedPage) -> None:
+        self.page = page
+        self.out: list[str] = []
+        self.pending: list[str] = []  # comments wait for the end of the block (a % inside \section{} would eat the })
+        self.lists: list[str] = []  # open list environments, outermost first
+        self.skipped = 0  # lists nested too deep to open
+        self.commands: set[str] = set(page.commands)
+
+    def flush_comments(self) -> None:
+        if self.pending:
+            self.out.append("\n" + "\n".join(self.pending) + "\n")
+            self.pending.clear()
+
+    def blocks(self, tokens: list[Token]) -> None:
+        i = 0
+        while i < len(tokens):
+            token = tokens[i]
+            kind = token.type
+            if kind == "inline":
+                self.out.append(self.inline(token.children or []))
+            elif kind == "paragraph_close":
+                self.out.append("\n\n" if not self.lists or not token.hidden else "\n")
+                self.flush_comments()
+            elif kind == "heading_open":
+                # Inside a list or quote a sectioning command is an error ("perhaps a missing \item").
+                self.out.append("\\par\\textbf{" if self.lists else f"\\{_HEADINGS.get(token.tag, 'paragraph')}*{{")
+            elif kind == "heading_close":
+                self.out.append("}\\par\n\n" if self.lists else "}\n\n")
+                self.flush_comments()
+            elif kind in ("bullet_list_open", "ordered_list_open"):
+                if len(self.lists) < MAX_LIST_DEPTH:
+                    name = "itemize" if kind == "bullet_list_open" else "enumerate"
+                    self.lists.append(name)
+                    self.out.append(f"\\begin{{{name}}}\n")
+                else:
+                    self.skipped += 1
+            elif kind in ("bullet_list_close", "ordered_list_close"):
+                if self.skipped:
+                    self.skipped -= 1
+                else:
+                    self.out.append(f"\\end{{{self.lists.pop()}}}\n\n")
+                    self.flush_comments()
+            elif kind == "list_item_open":
+                self.out.append("\\item{} ")
+            elif kind == "blockquote_open":
+                self.out.append("\\begin{quote}\n" if len(self.lists) < MAX_LIST_DEPTH else "")
+                self.lists.append("quote" if len(self.lists) < MAX_LIST_DEPTH else "")
+            elif kind == "blockquote_close":
+                name = self.lists.pop()
+                self.out.append(f"\\end{{{name}}}\n\n" if name else "")
+            elif kind in ("math_block", "math_block_label"):
+                self.out.append(self.math(token.content, display=True) + "\n\n")
+            elif kind in ("fence", "code_block"):
+                lines = [r"\noindent\texttt{" + escape(line).replace(" ", "~") + r"}\par"
+                         for line in token.content.rstrip("\n").split("\n")]
+                self.out.append("{\\raggedright\n" + "\n".join(lines) + "\n}\n\n")
+            elif kind == "html_block":
+                self.out.append(escape(token.content) + "\n\n")
+            elif kind == "hr":
+                self.out.append("\\par\\noindent\\rule{\\linewidth}{0.4pt}\\par\n\n")
+            elif kind == "table_open":
+                end = next(j for j in range(i, len(tokens)) if tokens[j].type == "table_close")
+                self.out.append(self.pipe_table(tokens[i:end]) + "\n\n")
+                i = end
+            i += 1
+
+    def pipe_table(self, tokens: list[Token]) -> str:
+        rows: list[list[str]] = []
+        for token in tokens:
+            if token.type == "tr_open":
+                rows.append([])
+            elif token.type == "inline" and rows:
+                rows[-1].append(self.inline(token.children or []))
+        width = max((len(row) for row in rows), default=1)
+        lines = [r"\begin{center}", f"\\begin{{tabular}}{{{'l' * width}}}", r"\hline"]
+        lines += [_row(row) + ("\n\\hline" if k == 0 else "") for k, row in enumerate(rows)]
+        lines += [r"\hline", r"\end{tabular}", r"\end{center}"]
+        return "\n".join(lines)
+
+    def inline(self, tokens: list[Token]) -> str:
+        parts = []
+        for token in tokens:
+            kind = token.type
+            if kind == "text":
+                parts.append(self.text(token.content))
+            elif kind == "math_inline" or kind == "math_inline_double":
+                parts.append(self.math(token.content, display=False))
+            elif kind == "strong_open":
+                parts.append(r"\textbf{")
+            elif kind == "em_open":
+                parts.append(r"\emph{")
+            elif kind in ("strong_close", "em_close"):
+                parts.append("}")
+            elif kind == "code_inline":
+                parts.append(r"\texttt{" + escape(token.content) + "}")
+            elif kind in ("softbreak", "hardbreak"):
+                parts.append("\n")
+            elif kind == "html_inline":
+                parts.append(escape(token.content))
+            elif kind == "image":
+                parts.append(r"\textit{[image" + (": " + escape(token.content) if token.content else "") + "]}")
+        return "".join(parts)
+
+    def math(self, source: str, display: bool) -> str:
+        """Math as markdown-it found it, repaired again: the page's spans come through unchanged (the repair
+        is idempotent), and a `$...$` that markdown-it found where the page split saw text is made safe too."""
+        try:
+            repaired = repair_math(source, display)
+        except UnrepairableMath as error:
+            self.pending.append(comment(f"{self.page.marker} {error}; the model wrote:\n{source.strip()}"))
+            return r"\textbf{" + escape(self.page.marker) + "}"
+        self.commands |= repaired.commands
+        if not repaired.tex:
+            return ""
+        return f"\\[\n{repaired.tex}\n\\]" if display else f"${repaired.tex}$"
+
+    def text(self, text: str) -> str:
+        """Escaped text with the tables and unrepairable-math markers in place of their placeholders."""
+        parts = []
+        pos = 0
+        for found in PLACEHOLDER.finditer(text):
+            parts.append(escape(text[pos:found.start()]))
+            index = int(found.group(2))
+            if found.group(1) == "T":
+                parts.append("\n" + table_latex(self.page.tables[index], self.page.marker) + "\n")
+            else:
+                broken = self.page.broken[index]
+                parts.append(r"\textbf{" + escape(self.page.marker) + "}")
+                self.pending.append(comment(f"{self.page.marker} {broken.reason}; the model wrote:\n{broken.raw}"))
+            pos = found.end()
+        parts.append(escape(text[pos:]))
+        return "".join(parts)
