@@ -76,7 +76,7 @@ def main() -> None:
     from vary_cli.convert.shard import Shard
     from vary_cli.data.charts import ChartSettings, chart_items, find_cjk_font, make_chart
     from vary_cli.data.pdf_pages import PdfSettings, close_documents, find_pdfs, list_pages, make_page
-    from vary_cli.data.pdf_text import page_chars, page_text
+    from vary_cli.convert.pdf_text import page_chars, page_text
     from vary_cli.data.writer import run_items
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,7 +1,6 @@
 """`vary eval score` end to end through the CLI: every input layout, protocols, outputs, bad inputs."""
 
 import json
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -66,7 +65,7 @@ def test_nougat_skips_pages_under_four_characters(tmp_path):
 
 def test_jsonl_pages_table_per_page_and_report(tmp_path):
     pred, gt = tmp_path / "pred.jsonl", tmp_path / "gt.jsonl"
-    pred.write_text("\n".join(json.dumps({"source": f"docs/paper.pdf", "page": n, "text": t, "finish_reason": "stop"})
+    pred.write_text("\n".join(json.dumps({"source": "docs/paper.pdf", "page": n, "text": t, "finish_reason": "stop"})
                               for n, t in [(1, "alpha beta"), (2, "gamma delta")]) + "\n")
     gt.write_text("\n".join(json.dumps({"source": "paper.pdf", "page": n, "text": t})
                             for n, t in [(1, "alpha beta"), (2, "gamma epsilon")]) + "\n")

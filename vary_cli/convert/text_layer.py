@@ -2,7 +2,8 @@
 
 `pipeline.convert_document` calls `fill_from_text_layer` on the finished pages before rendering.
 A page whose generation failed (`finish_reason` "error") or looped (cut by the repetition guard) is
-replaced by the text pypdfium2 extracts from the PDF, with `finish_reason` "text-layer" so every
+replaced by the PDF's own text in reading order (pdf_text.py, the same text `vary data pdf` trains
+on), with `finish_reason` "text-layer" so every
 format marks it `[TEXT_LAYER_FALLBACK:N]`; the model's outcome is kept in `error`. A page with no
 text layer (a scan) keeps the model's result. The resume store is untouched: the next run still
 retries the failed pages with the model.
@@ -14,6 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
+from .pdf_text import page_chars, page_text as text_in_reading_order
 from .results import PageResult
 
 FALLBACK_REASONS = ("error", "repetition")
@@ -33,7 +35,7 @@ def page_text(path: Path, number: int) -> str:
         page = pdf[number - 1]
         textpage = page.get_textpage()
         try:
-            return textpage.get_text_bounded().replace("\r\n", "\n").replace("\r", "\n")
+            return text_in_reading_order(page_chars(textpage)).text
         finally:
             textpage.close()
             page.close()

@@ -20,7 +20,7 @@ from pathlib import Path
 from ..convert.raster import parse_page_ranges
 from ..convert.shard import Shard, stable_hash
 from ..errors import InputError, one_line
-from .pdf_text import page_chars, page_text, script_language
+from ..convert.pdf_text import page_chars, page_text, script_language
 from .writer import IMAGES, Item, Outcome, conversation, write_bytes_atomic
 
 OCR_PROMPT = "Provide the OCR results of this image."  # Vary-toy §3.1.1, for English and Chinese pages

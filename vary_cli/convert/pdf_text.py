@@ -1,4 +1,7 @@
-"""A PDF page's own text in reading order, from pdfium's text page: the target of `vary data pdf`.
+"""A PDF page's own text in reading order, from pdfium's text page.
+
+The target of `vary data pdf` (data/pdf_pages.py) and the text of `vary convert --fallback text-layer`
+(text_layer.py).
 
 pdfium gives every character with its origin (baseline), font size and the spaces and line ends it
 infers. From those this module builds, in named steps:
@@ -16,7 +19,6 @@ infers. From those this module builds, in named steps:
    ligatures (ﬁ ﬂ ...) spelled out, whitespace normalised.
 
 Pure functions on `Char` lists apart from `page_chars`, so the layout rules are tested without PDFs.
-Used by `pdf_pages.py`.
 """
 
 from __future__ import annotations

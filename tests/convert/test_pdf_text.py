@@ -6,7 +6,7 @@ import pypdfium2 as pdfium
 import pytest
 
 from data_fixtures import chinese_page, one_column_page, scanned_page, two_column_page, write_pdf
-from vary_cli.data.pdf_text import Char, join_lines, page_chars, page_text, script_language
+from vary_cli.convert.pdf_text import Char, join_lines, page_chars, page_text, script_language
 
 
 def _texts(path):
