@@ -35,6 +35,12 @@ class Progress:
 
     def document_started(self, source: Path, pages: int, already_done: int) -> None: ...
 
+    def pages_planned(self, pages: int, already_done: int) -> None:
+        """A multi-document run (`stream.convert_many`) starts: its pages over all documents."""
+
+    def message(self, text: str) -> None:
+        """A one-line notice (a document that cannot be opened, an incomplete output)."""
+
     def page_done(self, result: PageResult) -> None: ...
 
     def token(self) -> None: ...
@@ -125,8 +131,7 @@ def convert_document(loaded: LoadedModel, source: Path, output: Path | None, *, 
     document = document or open_document(source)
     wanted = select_pages(pages, document.page_count, str(source))
     single = document.is_single_image
-    settings = {"model": str(loaded.directory), "dtype": str(loaded.dtype), "prompt": prompt,
-                "gen": asdict(gen), "raster": "short-side-1024"}
+    settings = page_settings(loaded, prompt, gen)
     store = None
     if output is not None:
         store = PageStore(output, source_fingerprint(source), settings_fingerprint(settings), resume=not recompute)
@@ -163,6 +168,15 @@ def convert_document(loaded: LoadedModel, source: Path, output: Path | None, *, 
     report.failed_pages = sum(r.finish_reason == "error" for r in ordered)
     progress.document_done(report)
     return report, text
+
+
+def page_settings(loaded: LoadedModel, prompt: str, gen: GenerationConfig) -> dict:
+    """Everything that changes a page's text; resume stores written under other settings are ignored.
+
+    Batch size, scheduler and shard count are not in it: they do not change any page's text.
+    """
+    return {"model": str(loaded.directory), "dtype": str(loaded.dtype), "prompt": prompt,
+            "gen": asdict(gen), "raster": "short-side-1024"}
 
 
 def _batches(document: Document, numbers: list[int], size: int) -> Iterator[list[tuple[int, object]]]:
