@@ -17,7 +17,7 @@ import typer
 
 from .common import (DebugOption, DeviceOption, DtypeOption, MaxTokensOption, ModelOption, SeedOption,
                      TemperatureOption, TopPOption, fail, generation_config, load_model, stderr)
-from ..errors import InputError, VaryError
+from ..errors import VaryError
 
 # The prompt each format gets unless --prompt says otherwise: Vary's document task writes Markdown with
 # LaTeX math, which serves md, tex and jsonl; plain text asks for plain OCR.

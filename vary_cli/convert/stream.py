@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from ..errors import InputError, one_line
+from ..errors import InputError, OutputError, one_line
 from ..files import atomic_write_text
 from ..models.loaded import LoadedModel
 from .continuous import ContinuousBatcher, PageOutcome, PageRequest
@@ -224,18 +224,23 @@ def assemble_many(targets: dict[Path, Path], fmt: str, pages: list[tuple[int, in
                   progress: Progress | None = None) -> RunReport:
     """`--assemble-only`: write every output whose pages are all in its resume stores; generate nothing.
 
-    Outputs with missing pages are left as they are (counted in `failed_documents` is not right for
-    them: they are reported through `progress.message` and in the returned `owned_pages`, the count of
-    pages still missing).
+    Outputs with missing pages are left as they are and reported through `progress.message`; the
+    returned `owned_pages` counts the pages still missing.
     """
     progress = progress or Progress()
     started = time.perf_counter()
     run = RunReport(Shard())
     for source, output in targets.items():
-        doc = _open(source, output, pages, False, None, run, progress)
-        if doc is None:
+        try:
+            doc = _open(source, output, pages, False, None, run, progress)
+            if doc is None:
+                continue
+            written = _assemble(doc, fmt, None, run, progress, None)
+        except OutputError as error:  # stores of different settings, an unwritable output: this one only
+            run.failed_documents += 1
+            progress.message(f"[red]error:[/red] {' '.join(str(error).split())}")
             continue
-        if not _assemble(doc, fmt, None, run, progress, None):
+        if not written:
             missing = [n for n in doc.wanted if doc.key(n) not in doc.results]
             run.owned_pages += len(missing)
             progress.message(f"{source}: {len(missing)} page(s) not converted yet (e.g. page {missing[0]}); "
