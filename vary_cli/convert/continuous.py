@@ -137,6 +137,7 @@ class ContinuousBatcher:
         self.batch_size, self.refill, self.on_token = batch_size, refill, on_token
         self.stop_id = min(stop_ids)
         self.device = model.embed_tokens.weight.device
+        self.decode_steps = self.row_steps = 0  # forward passes of the batch, and rows in them (for bench/)
         self.generator = None
         if not gen.greedy:
             self.generator = torch.Generator().manual_seed(gen.seed if gen.seed is not None else torch.seed())
@@ -272,6 +273,8 @@ class ContinuousBatcher:
     def _decode_step(self, rows: list[_Row], cache: RowKVCache) -> list[int]:
         """One token for every active row; the slots of the rows whose pages stopped."""
         model = self.model
+        self.decode_steps += 1
+        self.row_steps += len(rows)
         cache.begin_step()
         tokens = torch.tensor([[row.last] for row in rows], device=self.device)  # (n, 1)
         positions = cache._index[:, None]  # (n, 1): no padding, so a row's position is its length
