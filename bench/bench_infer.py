@@ -191,22 +191,28 @@ def bench_mixed(loaded, page, args) -> None:
                       "new_tokens_max": max(lengths), "real_vision": args.real_vision}), flush=True)
     seconds: dict[tuple[int, str], list[float]] = {}
     steps: dict[tuple[int, str], int] = {}
+    cpu_seconds: dict[tuple[int, str], list[float]] = {}
     for _ in range(args.rounds):
         for batch in args.batch:
             for scheduler in ("static", "continuous"):
                 batcher = ContinuousBatcher(loaded.model, encode, gen, loaded.stop_ids, batch,
                                             refill=scheduler == "continuous")
                 requests = [PageRequest(i, page, ids, stop_after=n) for i, n in enumerate(lengths)]
-                started = time.perf_counter()
+                started, cpu_started = time.perf_counter(), time.process_time()
                 outcomes = list(batcher.run(requests))
                 sync()
                 elapsed = time.perf_counter() - started
+                # CPU seconds of this process: on a shared machine, less noisy than wall time (1 thread:
+                # no spinning OpenMP workers counted).
+                cpu = time.process_time() - cpu_started
                 assert sorted(len(o.generation.token_ids) for o in outcomes) == sorted(lengths)
                 seconds.setdefault((batch, scheduler), []).append(elapsed)
+                cpu_seconds.setdefault((batch, scheduler), []).append(cpu)
                 steps[(batch, scheduler)] = batcher.decode_steps
                 print(json.dumps({"stage": "mixed", "batch": batch, "scheduler": scheduler,
                                   "decode_steps": batcher.decode_steps, "row_steps": batcher.row_steps,
-                                  "seconds": round(elapsed, 2), "pages_per_s": round(len(lengths) / elapsed, 4),
+                                  "seconds": round(elapsed, 2), "cpu_seconds": round(cpu, 2),
+                                  "pages_per_s": round(len(lengths) / elapsed, 4),
                                   "tokens_per_s": round(sum(lengths) / elapsed, 2),
                                   "max_rss_gib": round(max_rss_gib(), 2)}), flush=True)
     for batch in args.batch:
@@ -214,6 +220,8 @@ def bench_mixed(loaded, page, args) -> None:
         print(json.dumps({"stage": "mixed_summary", "batch": batch, "static_pages_per_s": round(len(lengths) / static, 4),
                           "continuous_pages_per_s": round(len(lengths) / continuous, 4),
                           "continuous_over_static": round(static / continuous, 2),
+                          "continuous_over_static_cpu_time": round(min(cpu_seconds[(batch, "static")])
+                                                                   / min(cpu_seconds[(batch, "continuous")]), 2),
                           # Noise-free: batch forward passes; the time ratio where a step costs the same
                           # for any number of rows (a GPU at these batch sizes).
                           "static_over_continuous_steps": round(steps[(batch, "static")]
