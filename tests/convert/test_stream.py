@@ -28,12 +28,28 @@ def library(tmp_path_factory):
     make_pdf(docs / "sub" / "a.pdf", 3)
     make_pdf(docs / "b.pdf", 2)
     Image.new("RGB", (60, 80), (200, 230, 255)).save(docs / "c.png")
+    # A fixed version (size and mtime) for every file, so the pages' owners are the same in every session:
+    # this one splits both PDFs between two ranks, 3 pages each.
+    for path in docs.rglob("*.*"):
+        os.utime(path, ns=(1_700_000_003 * 10**9, 1_700_000_003 * 10**9))
+    assert rank_share(docs, 0, 2) == 3
     return docs
 
 
 def convert_args(library, out, checkpoint, *extra):
     return ["convert", str(library), "--out-dir", str(out), "--model", str(checkpoint), "--max-new-tokens", "4",
             "--format", "md", "--batch-size", "2", *extra]
+
+
+def rank_share(library: Path, index: int, count: int) -> int:
+    from vary_cli.convert.output import source_fingerprint
+    from vary_cli.convert.shard import Shard
+    from vary_cli.convert.stream import page_key
+
+    pages = {"sub/a.pdf": 3, "b.pdf": 2, "c.png": 1}
+    shard = Shard(index, count)
+    return sum(shard.owns(page_key(library / name, source_fingerprint(library / name), n))
+               for name, total in pages.items() for n in range(1, total + 1))
 
 
 def tree(directory: Path) -> dict[str, bytes]:
@@ -85,7 +101,7 @@ def add(self, result):
     real_add(self, result)
     added.append(result.page)
     if len(added) == 1:
-        os.kill(os.getpid(), signal.SIGKILL)  # rank 0 dies after its first finished page
+        os.kill(os.getpid(), signal.SIGKILL)  # the rank dies after its first finished page
 output.PageStore.add = add
 sys.argv = ["vary", *sys.argv[1:]]
 from vary_cli.cli.app import main
@@ -95,11 +111,12 @@ main()
 
 def test_a_killed_rank_loses_only_its_unfinished_pages(library, tiny_checkpoint, one_process, tmp_path):
     out = tmp_path / "out"
+    victim = max((0, 1), key=lambda index: rank_share(library, index, 2))  # the rank with 3 pages or more
     killed = subprocess.run([sys.executable, "-c", KILLED_RANK,
-                             *convert_args(library, out, tiny_checkpoint, "--shard", "0/2")],
+                             *convert_args(library, out, tiny_checkpoint, "--shard", f"{victim}/2")],
                             env=ENV, capture_output=True, text=True, timeout=300)
     assert killed.returncode == -9, killed.stderr[-2000:]
-    survivor = CliRunner().invoke(app, convert_args(library, out, tiny_checkpoint, "--shard", "1/2"))
+    survivor = CliRunner().invoke(app, convert_args(library, out, tiny_checkpoint, "--shard", f"{1 - victim}/2"))
     assert survivor.exit_code == 0, survivor.output
     incomplete = tree(out)
     assert incomplete != one_process and any(".pages." in name for name in incomplete)
@@ -107,12 +124,13 @@ def test_a_killed_rank_loses_only_its_unfinished_pages(library, tiny_checkpoint,
     assembled = CliRunner().invoke(app, ["convert", str(library), "--out-dir", str(out), "--format", "md",
                                          "--assemble-only"])
     assert assembled.exit_code == 1 and "page(s) missing" in assembled.output
-    rerun = CliRunner().invoke(app, convert_args(library, out, tiny_checkpoint, "--shard", "0/2"))
+    rerun = CliRunner().invoke(app, convert_args(library, out, tiny_checkpoint, "--shard", f"{victim}/2"))
     assert rerun.exit_code == 0, rerun.output
     generated = [int(line.split(" page(s),")[0].rsplit(" ", 1)[1]) for line in rerun.output.splitlines()
                  if "pages/s" in line]
     owned_at_start = [line for line in rerun.output.splitlines() if "page(s) to convert" in line]
-    assert generated[0] >= 1 and f"{generated[0]} page(s) to convert" in owned_at_start[0]
+    assert generated[0] == rank_share(library, victim, 2) - 1  # all of its pages but the one it stored
+    assert f"{generated[0]} page(s) to convert" in owned_at_start[0]
     assert tree(out) == one_process  # equal output, no store and no temporary file left
 
 
