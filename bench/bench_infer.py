@@ -3,6 +3,7 @@
     python bench/bench_infer.py                        # full-size Vary-toy on the CPU
     python bench/bench_infer.py --layers 2 --batch 1 4 8 --pages 8   # full width, few layers: batching
     python bench/bench_infer.py --device cuda --dtype bf16
+    python bench/bench_infer.py --layers 2 --mixed 16 --batch 4 8 --length-scale 0.1   # static vs continuous
 
 It writes a release-layout checkpoint of seeded random weights (original key names, sharded
 safetensors) to a temporary directory, loads it through `vary_cli.models.checkpoint.load_directory` (the path a
@@ -30,6 +31,7 @@ from vary_cli.convert.generate import GenerationConfig  # noqa: E402
 from vary_cli.models.config import PRESETS  # noqa: E402
 from vary_cli.weights.device import resolve_device, resolve_dtype  # noqa: E402
 from vary_cli.convert.generate import generate  # noqa: E402
+from vary_cli.convert.continuous import ContinuousBatcher, PageRequest  # noqa: E402
 
 
 def max_rss_gib() -> float:
@@ -79,6 +81,13 @@ def main() -> None:
     parser.add_argument("--vision-batch", type=int, nargs="+", default=[0],
                         help="pages per vision-tower pass (0: the library's default); several values compare")
     parser.add_argument("--checkpoint", type=Path, help="benchmark this directory (default: write a random one)")
+    parser.add_argument("--mixed", type=int, default=0,
+                        help="pages of mixed lengths: static vs continuous batching at each --batch (0: off)")
+    parser.add_argument("--length-scale", type=float, default=1.0,
+                        help="scale the drawn page lengths (50-1500 tokens) down to fit a slow machine")
+    parser.add_argument("--rounds", type=int, default=1, help="--mixed: rounds of static and continuous, interleaved")
+    parser.add_argument("--real-vision", action="store_true",
+                        help="--mixed: encode every page (default: encode one, reuse its features)")
     args = parser.parse_args()
     if args.checkpoint is None:
         # Write in this process, measure in a fresh one, so writing does not inflate the peak RSS of loading.
@@ -102,7 +111,7 @@ def main() -> None:
     loaded = load_directory(args.checkpoint, device, dtype)
     config = loaded.config
     n_params = sum(p.numel() for p in loaded.model.parameters())
-    shard = max(f.stat().st_size for f in args.checkpoint.glob("*.safetensors")) / 2**30
+    shard = max((f.stat().st_size for f in args.checkpoint.glob("*.safetensors")), default=0) / 2**30
     print(json.dumps({"stage": "load", "seconds": round(time.perf_counter() - started, 2),
                       "params_billion": round(n_params / 1e9, 3),
                       "model_gib": round(n_params * torch.finfo(dtype).bits / 8 / 2**30, 2),
@@ -111,6 +120,9 @@ def main() -> None:
     from PIL import Image
 
     page = Image.new("RGB", (1240, 1754), "white")
+    if args.mixed:
+        bench_mixed(loaded, page, args)
+        return
     prompt = "ocr" if loaded.is_tiny else "markdown"
     ids = loaded.prompt_ids(prompt)
     gen = GenerationConfig(max_new_tokens=args.new_tokens, repetition_span=0)
@@ -147,6 +159,73 @@ def main() -> None:
             "prefill_tokens_per_s": round(pages * len(ids) / prefill, 1),
             "decode_tokens_per_s": round((tokens - pages) / decode, 2),
             "pages_per_s": round(pages / (encode + total), 4), "max_rss_gib": round(max_rss_gib(), 2)}))
+
+
+def page_lengths(pages: int, scale: float, seed: int = 0) -> list[int]:
+    """New tokens per page, drawn log-normally (median ~400, clipped to 50-1500, as pages of papers run:
+    a few short title and figure pages, most near a few hundred tokens, a long tail of dense pages), then
+    scaled by `scale`."""
+    generator = torch.Generator().manual_seed(seed)
+    drawn = torch.exp(torch.randn(pages, generator=generator) * 0.8 + torch.log(torch.tensor(400.0)))
+    return [max(1, round(scale * int(min(1500, max(50, x))))) for x in drawn.tolist()]
+
+
+def bench_mixed(loaded, page, args) -> None:
+    """pages/s of static and continuous batching on pages whose lengths are forced by the stop hook.
+
+    The best of `--rounds` is reported, with the count of decode steps (batch forward passes) of each.
+
+    Both schedulers are the same engine (`ContinuousBatcher`, `refill` off for static) run on the same
+    pages in the same order, alternating round by round so a shared machine's noise hits both alike.
+    """
+    lengths = page_lengths(args.mixed, args.length_scale)
+    prompt = "ocr" if loaded.is_tiny else "markdown"
+    ids = loaded.prompt_ids(prompt)
+    sync = torch.cuda.synchronize if loaded.device.type == "cuda" else (lambda: None)
+    cached = loaded.encode_pages([page], prompt)  # (1, N, W)
+    encode = ((lambda images: loaded.encode_pages(images, prompt)) if args.real_vision
+              else (lambda images: cached.expand(len(images), -1, -1)))
+    gen = GenerationConfig(max_new_tokens=max(lengths) + 1, repetition_span=0)
+    print(json.dumps({"stage": "mixed_lengths", "pages": len(lengths), "length_scale": args.length_scale,
+                      "new_tokens_min": min(lengths), "new_tokens_mean": round(sum(lengths) / len(lengths), 1),
+                      "new_tokens_max": max(lengths), "real_vision": args.real_vision}), flush=True)
+    seconds: dict[tuple[int, str], list[float]] = {}
+    steps: dict[tuple[int, str], int] = {}
+    cpu_seconds: dict[tuple[int, str], list[float]] = {}
+    for _ in range(args.rounds):
+        for batch in args.batch:
+            for scheduler in ("static", "continuous"):
+                batcher = ContinuousBatcher(loaded.model, encode, gen, loaded.stop_ids, batch,
+                                            refill=scheduler == "continuous")
+                requests = [PageRequest(i, page, ids, stop_after=n) for i, n in enumerate(lengths)]
+                started, cpu_started = time.perf_counter(), time.process_time()
+                outcomes = list(batcher.run(requests))
+                sync()
+                elapsed = time.perf_counter() - started
+                # CPU seconds of this process: on a shared machine, less noisy than wall time (1 thread:
+                # no spinning OpenMP workers counted).
+                cpu = time.process_time() - cpu_started
+                assert sorted(len(o.generation.token_ids) for o in outcomes) == sorted(lengths)
+                seconds.setdefault((batch, scheduler), []).append(elapsed)
+                cpu_seconds.setdefault((batch, scheduler), []).append(cpu)
+                steps[(batch, scheduler)] = batcher.decode_steps
+                print(json.dumps({"stage": "mixed", "batch": batch, "scheduler": scheduler,
+                                  "decode_steps": batcher.decode_steps, "row_steps": batcher.row_steps,
+                                  "seconds": round(elapsed, 2), "cpu_seconds": round(cpu, 2),
+                                  "pages_per_s": round(len(lengths) / elapsed, 4),
+                                  "tokens_per_s": round(sum(lengths) / elapsed, 2),
+                                  "max_rss_gib": round(max_rss_gib(), 2)}), flush=True)
+    for batch in args.batch:
+        static, continuous = (min(seconds[(batch, s)]) for s in ("static", "continuous"))
+        print(json.dumps({"stage": "mixed_summary", "batch": batch, "static_pages_per_s": round(len(lengths) / static, 4),
+                          "continuous_pages_per_s": round(len(lengths) / continuous, 4),
+                          "continuous_over_static": round(static / continuous, 2),
+                          "continuous_over_static_cpu_time": round(min(cpu_seconds[(batch, "static")])
+                                                                   / min(cpu_seconds[(batch, "continuous")]), 2),
+                          # Noise-free: batch forward passes; the time ratio where a step costs the same
+                          # for any number of rows (a GPU at these batch sizes).
+                          "static_over_continuous_steps": round(steps[(batch, "static")]
+                                                                / steps[(batch, "continuous")], 2)}), flush=True)
 
 
 if __name__ == "__main__":

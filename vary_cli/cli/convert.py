@@ -7,6 +7,7 @@ and skipped. Exit code 1 if any page or document failed, 130 on Ctrl-C.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -16,7 +17,7 @@ import typer
 
 from .common import (DebugOption, DeviceOption, DtypeOption, MaxTokensOption, ModelOption, SeedOption,
                      TemperatureOption, TopPOption, fail, generation_config, load_model, stderr)
-from ..errors import InputError, VaryError
+from ..errors import VaryError
 
 # The prompt each format gets unless --prompt says otherwise: Vary's document task writes Markdown with
 # LaTeX math, which serves md, tex and jsonl; plain text asks for plain OCR.
@@ -44,6 +45,9 @@ def convert(
                                                    help="Stop a page that loops, keeping the text before the loop.")] = True,
     fallback: Annotated[Optional[str], typer.Option("--fallback", help="text-layer: write pages the model could not read (error, repetition) from the PDF's own text, marked [TEXT_LAYER_FALLBACK:N]; off by default.")] = None,
     recompute: Annotated[bool, typer.Option("--recompute", help="Convert again even where a finished output exists.")] = False,
+    scheduler: Annotated[str, typer.Option(help="continuous: a batch row takes the next page as soon as its page stops; static: each batch decodes until its longest page stops.")] = "continuous",
+    shard: Annotated[Optional[str], typer.Option("--shard", help="I/N: convert this process's share (0-based I of N) of the pages; default from torchrun or SLURM.")] = None,
+    assemble_only: Annotated[bool, typer.Option("--assemble-only", help="Write the outputs whose pages are all done from their page stores; generate nothing.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress, only errors.")] = False,
     debug: DebugOption = False,
 ) -> None:
@@ -72,9 +76,20 @@ def convert(
             targets = {sources[0]: None if to_stdout else output}
         else:
             targets = plan_outputs(sources, inputs, out_dir, fmt)
-        loaded = load_model(model, device, dtype, quiet)
+        if assemble_only:
+            if any(target is None for target in targets.values()):
+                raise typer.BadParameter("--assemble-only writes files: give --out-dir or -o")
+            run_assembly(targets, fmt=fmt, ranges=ranges, quiet=quiet, fallback=fallback)
+            return
+        from ..convert.shard import resolve_shard
+
+        share = resolve_shard(shard)
+        if scheduler not in ("continuous", "static"):
+            raise typer.BadParameter(f"--scheduler must be continuous or static, not {scheduler!r}")
+        loaded = load_model(model, rank_device(device, share), dtype, quiet)
         run_conversion(loaded, targets, fmt=fmt, prompt=prompt or DEFAULT_PROMPT[fmt], gen=gen, ranges=ranges,
-                       batch_size=batch_size, recompute=recompute, quiet=quiet, fallback=fallback)
+                       batch_size=batch_size, recompute=recompute, quiet=quiet, shard=share, scheduler=scheduler,
+                       fallback=fallback)
     except VaryError as error:
         fail(error, debug)
     except KeyboardInterrupt:
@@ -82,48 +97,77 @@ def convert(
         raise typer.Exit(code=130) from None
 
 
-def run_conversion(loaded, targets: dict[Path, Path | None], *, fmt: str, prompt: str, gen, ranges,
-                   batch_size: int, recompute: bool, quiet: bool, fallback: str | None = None) -> None:
-    from ..convert.pipeline import convert_document, default_batch_size
+def rank_device(device: str, share) -> str:
+    """Each process of a torchrun/SLURM launch takes the GPU of its local rank (within CUDA_VISIBLE_DEVICES)."""
+    import torch
 
+    if share.is_single or device not in ("auto", "cuda") or not torch.cuda.is_available():
+        return device
+    if device == "auto" and os.environ.get("VARY_DEVICE"):
+        return device
+    return f"cuda:{share.local_index % torch.cuda.device_count()}"
+
+
+def run_conversion(loaded, targets: dict[Path, Path | None], *, fmt: str, prompt: str, gen, ranges,
+                   batch_size: int, recompute: bool, quiet: bool, shard=None, scheduler: str = "continuous",
+                   fallback: str | None = None) -> None:
+    from ..convert.pipeline import default_batch_size
+    from ..convert.shard import Shard
+    from ..convert.stream import convert_many
+
+    shard = shard or Shard()
     batch_size = batch_size or default_batch_size(loaded, gen.max_new_tokens)
-    progress = make_progress(quiet, total_documents=len(targets))
-    started = time.perf_counter()
-    totals = {"documents": 0, "pages": 0, "failed_pages": 0, "failed_documents": 0, "skipped": 0, "generated": 0}
+    rank = "" if shard.is_single else f"rank {shard} ({shard.source}) "
+    # Each process of a shared conversion says which it is, where it runs and its share.
+    plan_line = None if shard.is_single else (
+        lambda pages: f"{rank}on {loaded.device}: {pages} page(s) to convert, batch {batch_size}, {scheduler} batching")
+    progress = make_progress(quiet, total_documents=len(targets), plan_line=plan_line)
+
+    def print_text(report, text: str) -> None:
+        if report.output is None:
+            sys.stdout.write(text if text.endswith("\n") or not text else text + "\n")
+            sys.stdout.flush()
+
     with progress:
-        for source, target in targets.items():
-            try:
-                report, text = convert_document(loaded, source, target, prompt=prompt, fmt=fmt, gen=gen,
-                                                pages=ranges, batch_size=batch_size, recompute=recompute,
-                                                progress=progress, fallback=fallback)
-            except InputError as error:  # this document can't be opened: report it, go on with the rest
-                totals["failed_documents"] += 1
-                progress.message(f"[red]error:[/red] {' '.join(str(error).split())}")
-                continue
-            totals["documents"] += 1
-            totals["skipped"] += report.skipped
-            totals["pages"] += report.pages
-            totals["generated"] += report.pages - report.resumed_pages
-            totals["failed_pages"] += report.failed_pages
-            if target is None:
-                sys.stdout.write(text if text.endswith("\n") or not text else text + "\n")
-                sys.stdout.flush()
-    seconds = time.perf_counter() - started
-    rate = totals["generated"] / seconds if seconds > 0 else 0.0
-    failed = totals["failed_pages"] + totals["failed_documents"]
+        run = convert_many(loaded, targets, prompt=prompt, fmt=fmt, gen=gen, pages=ranges, batch_size=batch_size,
+                           recompute=recompute, shard=shard, scheduler=scheduler, fallback=fallback,
+                           progress=progress,
+                           on_document=print_text)
+    failed = run.failed_pages + run.failed_documents
     if not quiet or failed:
-        stderr.print(f"{totals['documents']} document(s) ({totals['skipped']} already done), {totals['pages']} page(s), "
-                     f"{totals['failed_pages']} failed page(s), {totals['failed_documents']} failed document(s), "
-                     f"{rate:.2f} pages/s")
+        stderr.print(f"{rank}{run.documents} document(s) ({run.skipped} already done), {run.pages} page(s), "
+                     f"{run.failed_pages} failed page(s), {run.failed_documents} failed document(s), "
+                     f"{run.assembled} output(s) written, {run.pages_per_second:.2f} pages/s")
     if failed:
         raise typer.Exit(code=1)
 
 
-def make_progress(quiet: bool, total_documents: int):
-    """Rich bars on a terminal; one plain line per document otherwise; nothing with --quiet."""
+def run_assembly(targets: dict[Path, Path], *, fmt: str, ranges, quiet: bool, fallback: str | None = None) -> None:
+    from ..convert.stream import assemble_many
+
+    progress = make_progress(quiet, total_documents=len(targets))
+    with progress:
+        run = assemble_many(targets, fmt, ranges, progress, fallback=fallback)
+    if not quiet or run.owned_pages or run.failed_documents:
+        stderr.print(f"{run.assembled} output(s) written, {run.skipped} already done, "
+                     f"{run.documents - run.assembled - run.skipped} incomplete ({run.owned_pages} page(s) missing), "
+                     f"{run.failed_documents} failed document(s)")
+    if run.owned_pages or run.failed_documents:
+        raise typer.Exit(code=1)
+
+
+def make_progress(quiet: bool, total_documents: int, plan_line=None):
+    """Rich bars on a terminal; one plain line per document otherwise; nothing with --quiet.
+
+    `plan_line(pages)`, if given, is the line printed once the pages to convert are known.
+    """
     from ..convert.pipeline import Progress
 
     class PlainProgress(Progress):
+        def pages_planned(self, pages, already_done) -> None:
+            if plan_line and not quiet:
+                self.message(plan_line(pages))
+
         def __enter__(self):
             return self
 
@@ -163,6 +207,10 @@ def make_progress(quiet: bool, total_documents: int):
 
         def message(self, text: str) -> None:
             self.bars.console.print(text)
+
+        def pages_planned(self, pages, already_done) -> None:
+            super().pages_planned(pages, already_done)
+            self.pages = self.bars.add_task("pages", total=pages, completed=already_done, rate="")
 
         def document_started(self, source, pages, already_done) -> None:
             if self.pages is not None:

@@ -12,6 +12,9 @@
   input file and settings picks up the finished pages; the sidecar is deleted once the output is
   written. `is_finished` says an output is complete (it exists and has no sidecar), so it is skipped
   unless `--recompute`.
+- Processes that share one conversion (`--shard I/N`, torchrun, SLURM) each append to their own
+  sidecar, `<output>.pages.I-of-N.jsonl`, so no two processes write one file; `read_pages` merges every
+  sidecar of an output, and `remove_sidecars` deletes them all once the output is assembled.
 """
 
 from __future__ import annotations
@@ -85,15 +88,71 @@ def plan_outputs(inputs: Iterable[Path], roots: Iterable[Path], out_dir: Path | 
     return planned
 
 
-def sidecar_path(output: Path | str) -> Path:
-    """Where the per-page resume state of `output` lives: `<output>.pages.jsonl` next to it."""
+def sidecar_path(output: Path | str, tag: str | None = None) -> Path:
+    """Where the per-page resume state of `output` lives: `<output>.pages.jsonl` next to it, or
+    `<output>.pages.<tag>.jsonl` for one process of several (tag `I-of-N`)."""
     output = Path(output)
-    return output.with_name(output.name + SIDECAR_SUFFIX)
+    return output.with_name(output.name + (SIDECAR_SUFFIX if tag is None else f".pages.{tag}.jsonl"))
+
+
+def sidecar_paths(output: Path | str) -> list[Path]:
+    """Every sidecar of `output` on disk: the single-process one and those of shard processes."""
+    output = Path(output)
+    prefix = output.name + ".pages."
+    try:
+        names = os.listdir(output.parent)
+    except OSError:
+        return []
+    return sorted(output.parent / name for name in names if name.startswith(prefix) and name.endswith(".jsonl"))
 
 
 def is_finished(output: Path | str) -> bool:
     """True when `output` was completely written: it exists and no resume state is left beside it."""
-    return Path(output).is_file() and not sidecar_path(output).exists()
+    return Path(output).is_file() and not sidecar_paths(output)
+
+
+def read_pages(output: Path | str, source_fingerprint: str,
+               settings_fingerprint: str | None) -> dict[int | None, PageResult]:
+    """The latest result of every page in all sidecars of `output` written for this input version and
+    these settings (`settings_fingerprint` None: any settings, as long as all sidecars agree).
+
+    A page finished in one sidecar wins over a failure of it in another. Unreadable files and lines are
+    skipped, as `PageStore` skips them.
+
+    Raises:
+        OutputError: with `settings_fingerprint` None, the sidecars hold pages of different settings.
+    """
+    merged: dict[int | None, PageResult] = {}
+    settings_seen = set()
+    for path in sidecar_paths(output):
+        try:
+            records = [_parse(line) for line in path.read_bytes().split(b"\n")[:-1]]
+        except OSError:
+            continue  # another process assembled the output and removed it meanwhile
+        if not records or not isinstance(records[0], dict) or records[0].get("vary_pages") != _STORE_VERSION:
+            continue
+        header = records[0]
+        if header.get("source") != source_fingerprint:
+            continue
+        if settings_fingerprint is not None and header.get("settings") != settings_fingerprint:
+            continue
+        settings_seen.add(header.get("settings"))
+        for record in records[1:]:
+            result = _to_result(record)
+            if result is not None and (result.page not in merged or merged[result.page].finish_reason == "error"
+                                       or result.finish_reason != "error"):
+                merged[result.page] = result
+    if len(settings_seen) > 1:
+        raise OutputError(f"{output}: its page stores were written with different settings; run the "
+                          "conversion again (or delete the stale .pages.*.jsonl files)")
+    return merged
+
+
+def remove_sidecars(output: Path | str) -> None:
+    """Delete every sidecar of `output` (after the output was written with `atomic_write_text`)."""
+    for path in sidecar_paths(output):
+        path.unlink(missing_ok=True)
+    fsync_dir(Path(output).parent)
 
 
 def source_fingerprint(path: Path | str) -> str:
@@ -115,12 +174,13 @@ class PageStore:
     opening, the finished pages are loaded into `finished` (page -> result) unless a fingerprint
     differs or `resume` is False, in which case the old state is ignored and overwritten on the first
     `add`. Failed pages (`finish_reason == "error"`) are stored but never count as finished, so a
-    restart retries them. A last line cut short by a kill is dropped. One process per output.
+    restart retries them. A last line cut short by a kill is dropped. One process per sidecar: shard
+    processes pass their `tag` (see `sidecar_path`).
     """
 
     def __init__(self, output: Path | str, source_fingerprint: str, settings_fingerprint: str,
-                 resume: bool = True) -> None:
-        self.path = sidecar_path(output)
+                 resume: bool = True, tag: str | None = None) -> None:
+        self.path = sidecar_path(output, tag)
         self._header = {"vary_pages": _STORE_VERSION, "source": source_fingerprint,
                         "settings": settings_fingerprint}
         self.finished: dict[int | None, PageResult] = {}

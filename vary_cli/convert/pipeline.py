@@ -36,6 +36,12 @@ class Progress:
 
     def document_started(self, source: Path, pages: int, already_done: int) -> None: ...
 
+    def pages_planned(self, pages: int, already_done: int) -> None:
+        """A multi-document run (`stream.convert_many`) starts: its pages over all documents."""
+
+    def message(self, text: str) -> None:
+        """A one-line notice (a document that cannot be opened, an incomplete output)."""
+
     def page_done(self, result: PageResult) -> None: ...
 
     def token(self) -> None: ...
@@ -100,6 +106,15 @@ def ocr_images(loaded: LoadedModel, images: Iterable[Path], prompt: str, gen: Ge
         yield _result(loaded, str(path), None, tokens, reason, time.perf_counter() - started)
 
 
+def render_results(ordered: list[PageResult], fmt: str, source: Path, document: Document,
+                   fallback: str | None) -> str:
+    """A document's output text from its pages in order; with `fallback="text-layer"`, failed and looping
+    PDF pages are written from the PDF's own text (text_layer.py)."""
+    if fallback == "text-layer" and document.kind == "pdf":
+        ordered = fill_from_text_layer(ordered, source)
+    return render_jsonl(ordered) if fmt == "jsonl" else render_document(ordered, fmt)
+
+
 def convert_document(loaded: LoadedModel, source: Path, output: Path | None, *, prompt: str, fmt: str,
                      gen: GenerationConfig, pages: list[tuple[int, int | None]] | None = None,
                      batch_size: int = 1, recompute: bool = False, progress: Progress | None = None,
@@ -128,8 +143,7 @@ def convert_document(loaded: LoadedModel, source: Path, output: Path | None, *, 
     document = document or open_document(source)
     wanted = select_pages(pages, document.page_count, str(source))
     single = document.is_single_image
-    settings = {"model": str(loaded.directory), "dtype": str(loaded.dtype), "prompt": prompt,
-                "gen": asdict(gen), "raster": "short-side-1024"}
+    settings = page_settings(loaded, prompt, gen)
     store = None
     if output is not None:
         store = PageStore(output, source_fingerprint(source), settings_fingerprint(settings), resume=not recompute)
@@ -151,8 +165,7 @@ def convert_document(loaded: LoadedModel, source: Path, output: Path | None, *, 
                 results[result.page or 1] = result
                 progress.page_done(result)
         ordered = [results[n] for n in wanted]
-        rendered = fill_from_text_layer(ordered, source) if fallback == "text-layer" and document.kind == "pdf" else ordered
-        text = render_jsonl(rendered) if fmt == "jsonl" else render_document(rendered, fmt)
+        text = render_results(ordered, fmt, source, document, fallback)
         if output is not None:
             atomic_write_text(output, text)
             if not any(r.finish_reason == "error" for r in ordered):
@@ -167,6 +180,15 @@ def convert_document(loaded: LoadedModel, source: Path, output: Path | None, *, 
     report.failed_pages = sum(r.finish_reason == "error" for r in ordered)
     progress.document_done(report)
     return report, text
+
+
+def page_settings(loaded: LoadedModel, prompt: str, gen: GenerationConfig) -> dict:
+    """Everything that changes a page's text; resume stores written under other settings are ignored.
+
+    Batch size, scheduler and shard count are not in it: they do not change any page's text.
+    """
+    return {"model": str(loaded.directory), "dtype": str(loaded.dtype), "prompt": prompt,
+            "gen": asdict(gen), "raster": "short-side-1024"}
 
 
 def _batches(document: Document, numbers: list[int], size: int) -> Iterator[list[tuple[int, object]]]:

@@ -29,7 +29,7 @@ from transformers.models.opt.modeling_opt import OPTDecoderLayer, OPTLearnedPosi
 
 from .config import OPTLMConfig, VaryTinyConfig
 from ..errors import PromptError
-from .vary_qwen import KVCache, VisionVocabulary, merge_image_features
+from .vary_qwen import KVCache, VisionVocabulary, merge_image_features, skinny_linears
 
 ATTN_IMPLEMENTATION = "vary_opt"
 
@@ -102,6 +102,8 @@ class VaryOPTForCausalLM(nn.Module):
         self.mm_projector = nn.Linear(config.sam.feature_dim, config.projector_width)
         self.decoder = OPTDecoderStack(self.opt_config)
         self.lm_head = nn.Linear(lm.word_embed_proj_dim, lm.vocab_size, bias=False)
+        for llm_part in (self.decoder.layers, self.lm_head):
+            skinny_linears(llm_part)  # batched decoding on CPUs (see SkinnyLinear)
         self.tie_weights()
 
     @property
