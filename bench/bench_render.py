@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "convert"))
 
-import pytest  # noqa: E402  (test_documents imports it)
+import pytest  # noqa: E402,F401  (test_documents imports it)
 
 import test_documents as corpus  # noqa: E402
 from vary_cli.convert.render import render_document  # noqa: E402
