@@ -16,10 +16,17 @@ from .errors import OutputError
 
 
 def atomic_write_text(path: Path | str, text: str, encoding: str = "utf-8") -> None:
-    """Replace `path` with `text` so that readers and crashes only ever see the old or the new content.
+    """Replace `path` with `text` so that readers and crashes only ever see the old or the new content
+    (no newline translation); see `atomic_write_bytes`."""
+    atomic_write_bytes(path, text.encode(encoding))
+
+
+def atomic_write_bytes(path: Path | str, data: bytes) -> None:
+    """Replace `path` with `data` so that readers and crashes only ever see the old or the new content.
 
     Creates missing parent directories. On any failure the temporary file is removed and the target is
-    left as it was.
+    left as it was. The rename is made durable too, so a journal written after this call never names a
+    file a crash could take back.
 
     Raises:
         OutputError: the directory cannot be created or written (the message names the path).
@@ -31,8 +38,8 @@ def atomic_write_text(path: Path | str, text: str, encoding: str = "utf-8") -> N
         # os.open with 0o666 lets the umask set the final permissions, as a plain open() would; O_EXCL
         # guards against clobbering another writer's temporary file.
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        with os.fdopen(fd, "w", encoding=encoding, newline="") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)

@@ -26,7 +26,8 @@ from importlib import resources
 from pathlib import Path
 
 from ..errors import InputError
-from .writer import IMAGES, Item, Outcome, conversation, write_bytes_atomic
+from ..files import atomic_write_bytes
+from .writer import IMAGES, Item, Outcome, conversation
 
 CHART_PROMPT = "Convert this chart to python-dict"
 KINDS = ("bar", "line", "pie", "composite")
@@ -278,7 +279,7 @@ def make_chart(settings: ChartSettings, item: Item, seed: int) -> Outcome:
     """Draw chart number `item.index` from its own seed and write `images/charts/<index>.png`."""
     spec = chart_spec(settings, random.Random(seed))
     name = f"{IMAGES}/charts/{item.index:08d}.png"
-    write_bytes_atomic(Path(settings.out) / name, draw(spec, settings.cjk_font))
+    atomic_write_bytes(Path(settings.out) / name, draw(spec, settings.cjk_font))
     record = conversation(name, CHART_PROMPT, target(spec), item.key)
     return Outcome(item.key, item.index, records=[record], counts={f"{spec['kind']}_{spec['language']}": 1})
 

@@ -21,7 +21,8 @@ from ..convert.raster import parse_page_ranges
 from ..convert.shard import Shard, stable_hash
 from ..errors import InputError, one_line
 from ..convert.pdf_text import page_chars, page_text, script_language
-from .writer import IMAGES, Item, Outcome, conversation, write_bytes_atomic
+from ..files import atomic_write_bytes
+from .writer import IMAGES, Item, Outcome, conversation
 
 OCR_PROMPT = "Provide the OCR results of this image."  # Vary-toy §3.1.1, for English and Chinese pages
 LANGUAGES = ("en", "zh")
@@ -175,7 +176,7 @@ def make_page(settings: PdfSettings, item: Item, seed: int) -> Outcome:
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=settings.jpeg_quality)
     name = image_name(doc_key, number)
-    write_bytes_atomic(Path(settings.out) / name, buffer.getvalue())
+    atomic_write_bytes(Path(settings.out) / name, buffer.getvalue())
     record = conversation(name, settings.prompt, text, item.key)
     return Outcome(item.key, item.index, records=[record], counts={f"pages_{script_language(text)}": 1})
 

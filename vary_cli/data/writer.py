@@ -101,23 +101,6 @@ def output_names(shard: Shard) -> tuple[str, str, str]:
     return f"data{suffix}.jsonl", f"manifest{suffix}.json", f".data{suffix}.journal.jsonl"
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Replace `path` with `data` (temporary name, fsync, rename), creating its folder."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        tmp.unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise OutputError(f"{path}: cannot write ({exc.strerror or exc}); check the disk and permissions") from None
-        raise
-
-
 def relative_image(path: Path, out: Path) -> str:
     """`path` as a data.jsonl image reference: relative to `out`, with forward slashes."""
     return Path(os.path.relpath(Path(path).resolve(), Path(out).resolve())).as_posix()
