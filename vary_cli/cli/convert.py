@@ -1,8 +1,10 @@
 """`vary convert`: whole documents to Markdown, Mathpix Markdown, LaTeX, text or JSON Lines, with progress and a summary.
 
 Mounted on the app by `cli/app.py`. Parses flags, plans one output per input, loads the model once and
-calls `pipeline.convert_document` for each document; a document that cannot be opened is reported
-and skipped. Exit code 1 if any page or document failed, 130 on Ctrl-C.
+hands every document to `stream.convert_many`, which converts this process's share of their pages
+(`--shard`, torchrun, SLURM) as one continuously batched stream; a document that cannot be opened is
+reported and skipped. `--assemble-only` writes outputs from page stores without a model. Exit code 1
+if any page or document failed, 130 on Ctrl-C.
 """
 
 from __future__ import annotations
