@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..files import atomic_write_text
+from ..train.dataset import read_records
 from .writer import check_records, package_versions
 
 
@@ -61,13 +62,7 @@ def parse_source(text: str) -> Source:
 
 def _read(source: Path, out: Path) -> list[dict]:
     records = []
-    for number, line in enumerate(source.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{source}:{number}: not valid JSON ({exc.msg})") from None
+    for number, record in read_records(source):  # what `vary train` reads, JSON lists included
         if not isinstance(record, dict):
             raise InputError(f"{source}:{number}: a record must be a JSON object")
         if isinstance(record.get("image"), str) and record["image"]:

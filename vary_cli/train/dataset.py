@@ -27,6 +27,7 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Iterator
 
 import torch
 
@@ -97,20 +98,29 @@ def read_samples(path: Path, prompt_style: str = "vary-toy") -> list[Sample]:
         prompt_style: "vary-toy" or "vary-base": the question of plain `{"image", "text"}` pairs.
     """
     path = Path(path)
+    samples = [_parse_sample(path, line, raw, prompt_style) for line, raw in read_records(path)]
+    if not samples:
+        raise InputError(f"{path}: no samples")
+    return samples
+
+
+def read_records(path: Path) -> Iterator[tuple[int, Any]]:
+    """(line number, decoded JSON value) of each record in a JSONL data file or the original's JSON list.
+
+    Raises:
+        InputError: the file is missing, unreadable, not UTF-8 or not valid JSON (naming the line).
+    """
+    path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such data file")
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: cannot read the data file ({exc})") from None
-    samples = [_parse_sample(path, line, raw, prompt_style) for line, raw in _records(path, text)]
-    if not samples:
-        raise InputError(f"{path}: no samples")
-    return samples
+    return _records(path, text)
 
 
-def _records(path: Path, text: str):
-    """(line number, decoded JSON value) of each sample in a JSONL file or a JSON list."""
+def _records(path: Path, text: str) -> Iterator[tuple[int, Any]]:
     stripped = text.lstrip()
     decoder = json.JSONDecoder()
     if stripped.startswith("["):
