@@ -27,11 +27,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from vary_cli.models.checkpoint import build_on_meta, load_directory  # noqa: E402
-from vary_cli.convert.generate import GenerationConfig  # noqa: E402
+from vary_cli.engine.generate import GenerationConfig  # noqa: E402
 from vary_cli.models.config import PRESETS  # noqa: E402
 from vary_cli.weights.device import resolve_device, resolve_dtype  # noqa: E402
-from vary_cli.convert.generate import generate  # noqa: E402
-from vary_cli.convert.continuous import ContinuousBatcher, PageRequest  # noqa: E402
+from vary_cli.engine.generate import generate  # noqa: E402
+from vary_cli.engine.batcher import ContinuousBatcher, PageRequest  # noqa: E402
 
 
 def max_rss_gib() -> float:

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "conve
 import pytest  # noqa: E402,F401  (test_documents imports it)
 
 import test_documents as corpus  # noqa: E402
-from vary_cli.convert.render import render_document  # noqa: E402
+from vary_cli.render.document import render_document  # noqa: E402
 
 
 def main() -> None:

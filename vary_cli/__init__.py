@@ -12,7 +12,9 @@ ones above it in this list (tests/test_layering.py checks it):
     weights/    the weights.toml registry, hub downloads with hash checks, device and dtype choice
     text/       tokenizers (Qwen-1 tiktoken, OPT GPT-2 BPE) and each release's prompt templates
     models/     Vary-Qwen and Vary-OPT modules, config, preprocessing, the key table, load, save, LoadedModel
-    convert/    the page pipeline: raster -> preprocess -> model -> generate -> render -> output; sharding
+    engine/     the one decode path: continuous batching, per-row KV cache, sampling, repetition guard
+    render/     the writers: Mathpix repair, md / mmd / tex / txt / jsonl; pure strings
+    convert/    the page pipeline: raster -> preprocess -> engine -> render -> output; sharding
     eval/       the paper's metrics, benchmark readers and reports (`vary eval`)
     train/      `vary train`: data and masking, recipes, distributed wrappers, resumable loop
     data/       the data engine that writes `vary train`'s data (`vary data`)

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from vary_cli.convert import pipeline
 from vary_cli.models.checkpoint import load_directory
 from vary_cli.cli.app import app
-from vary_cli.convert.generate import GenerationConfig
+from vary_cli.engine.generate import GenerationConfig
 from vary_cli.errors import InputError
 from vary_cli.convert.output import sidecar_path
 
@@ -86,7 +86,7 @@ def test_a_looping_page_is_cut_and_marked(loaded, pdf, monkeypatch):
     def looping(model, prompts, features, gen, stop_ids, pad_id, on_token=None):
         out = real(model, prompts, features, gen, stop_ids, pad_id, on_token)
         for g in out:  # what a looping page model produces, run through the real guard
-            from vary_cli.convert.generate import RepetitionGuard
+            from vary_cli.engine.generate import RepetitionGuard
 
             guard = RepetitionGuard(gen.repetition_span, gen.repetition_max_period, gen.repetition_min_repeats)
             tokens = g.token_ids[:3] + [65, 66, 67] * 200
@@ -179,7 +179,7 @@ from pathlib import Path
 from vary_cli.convert import output
 from vary_cli.convert import pipeline
 from vary_cli.models.checkpoint import load_directory
-from vary_cli.convert.generate import GenerationConfig
+from vary_cli.engine.generate import GenerationConfig
 added = []
 real_add = output.PageStore.add
 def add(self, result):

@@ -12,7 +12,7 @@ from vary_cli.errors import OutputError
 from vary_cli.files import atomic_write_text
 from vary_cli.convert.output import (PageStore, is_finished, output_path_for,
                                      plan_outputs, settings_fingerprint, sidecar_path, source_fingerprint)
-from vary_cli.convert.results import PageResult
+from vary_cli.render.results import PageResult
 
 
 def page(n, text=None, reason="stop", error=None):

@@ -262,7 +262,7 @@ def test_truncated_image_fails_when_its_page_is_read(tmp_path):
 def test_module_does_not_import_torch_at_import_time():
     import subprocess
 
-    code = ("import sys, vary_cli.convert.raster, vary_cli.convert.render, vary_cli.convert.output; "
+    code = ("import sys, vary_cli.convert.raster, vary_cli.render.document, vary_cli.convert.output; "
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -1,4 +1,4 @@
-"""Continuous batching (convert/continuous.py) gives, token for token, what generate() gives at batch 1.
+"""Continuous batching (engine/batcher.py) gives, token for token, what generate() gives at batch 1.
 
 Pages stop at different steps (a forced stop hook, the length limit, the repetition guard), arrive in
 different orders and run at several batch sizes; pages fail while others decode. The tiny checkpoint with
@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from vary_cli.convert.continuous import ContinuousBatcher, PageRequest
-from vary_cli.convert.generate import GenerationConfig, generate
+from vary_cli.engine.batcher import ContinuousBatcher, PageRequest
+from vary_cli.engine.generate import GenerationConfig, generate
 from vary_cli.models.checkpoint import load_directory
 
 # A short guard so that the tiny random model's loops are cut within a few dozen tokens.

@@ -1,9 +1,9 @@
-"""generate.py with a mock model: greedy/sampled determinism, max tokens, stop ids, the repetition guard."""
+"""engine/generate.py with a mock model: greedy/sampled determinism, max tokens, stop ids, the repetition guard."""
 
 import torch
 
-from vary_cli.convert.generate import GenerationConfig
-from vary_cli.convert.generate import RepetitionGuard, generate
+from vary_cli.engine.generate import GenerationConfig
+from vary_cli.engine.generate import RepetitionGuard, generate
 
 
 class ScriptedModel(torch.nn.Module):

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from vary_cli.cli.app import app
 from vary_cli.convert import pipeline
-from vary_cli.convert.generate import GenerationConfig
+from vary_cli.engine.generate import GenerationConfig
 from vary_cli.eval import run as eval_run
 from vary_cli.eval.readers import read_ground_truth
 from vary_cli.models.checkpoint import load_directory

@@ -1,4 +1,4 @@
-"""models/vary_qwen.py + convert/generate.py against the independent reference of the spec's formulas (tests/reference_vary.py).
+"""models/vary_qwen.py + engine/generate.py against the independent reference of the spec's formulas (tests/reference_vary.py).
 
 Everything runs in float64 so that any difference is a difference of function, not of rounding. The
 tiny checkpoints are loaded through the user's path (`load_directory`), so these tests also cover the
@@ -14,9 +14,9 @@ from transformers import CLIPVisionConfig, CLIPVisionModel
 import reference_vary as ref
 from conftest import tiny_config
 from vary_cli.models.checkpoint import load_directory, read_config
-from vary_cli.convert.generate import GenerationConfig
+from vary_cli.engine.generate import GenerationConfig
 from vary_cli.errors import PromptError
-from vary_cli.convert.generate import generate
+from vary_cli.engine.generate import generate
 from vary_cli.models.vary_qwen import attention_bias, check_image_tokens, ntk_alpha
 from vary_cli.models.preprocess import load_image, preprocess_page
 

@@ -24,9 +24,9 @@ from transformers import OPTConfig, OPTForCausalLM
 from vary_cli.models.checkpoint import build_on_meta, load_directory, read_config
 from vary_cli.models.keys import KEY_TABLE, SAM_PREFIXES, TINY, convert_state_dict, to_original, to_ours
 from vary_cli.models.config import VaryConfig, VaryTinyConfig, config_from_release, preset
-from vary_cli.convert.generate import GenerationConfig
+from vary_cli.engine.generate import GenerationConfig
 from vary_cli.errors import PromptError, WeightsError
-from vary_cli.convert.generate import generate
+from vary_cli.engine.generate import generate
 from vary_cli.models.vary_qwen import attention_bias
 from vary_cli.models.preprocess import (
                                         IMAGENET_MEAN,

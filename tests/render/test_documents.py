@@ -19,9 +19,9 @@ import pytest
 from markdown_it import MarkdownIt
 from mdit_py_plugins.dollarmath import dollarmath_plugin
 
-from vary_cli.convert import mathpix
-from vary_cli.convert.render import render_document
-from vary_cli.convert.results import PageResult
+from vary_cli.render import mathpix
+from vary_cli.render.document import render_document
+from vary_cli.render.results import PageResult
 
 CORPUS = [
     # every TeX special character, in text, in math and in a table

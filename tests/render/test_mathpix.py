@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from vary_cli.convert.markdown import render_page as markdown_page
-from vary_cli.convert.mathpix import repair_page
-from vary_cli.convert.texmath import UnrepairableMath, repair_math
+from vary_cli.render.markdown import render_page as markdown_page
+from vary_cli.render.mathpix import repair_page
+from vary_cli.render.texmath import UnrepairableMath, repair_math
 
 
 def inline(source):
@@ -115,7 +115,7 @@ def test_mathpix_structure_commands_become_markdown():
 
 
 def test_headings_inside_lists_are_bold_paragraphs_in_latex():
-    from vary_cli.convert.latex import render_page as latex_page
+    from vary_cli.render.latex import render_page as latex_page
 
     body = latex_page(repair_page("> # Heading\n\n- # Item\n\n# Top", 1)).body
     assert "\\begin{quote}\n\\par\\textbf{Heading}\\par" in body and "\\item{} \\par\\textbf{Item}\\par" in body

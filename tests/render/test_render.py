@@ -1,4 +1,4 @@
-"""render.py: page markers per format, failure/repetition/length/fallback markers, JSON Lines fields, suffixes."""
+"""render/document.py: page markers per format, failure/repetition/length/fallback markers, JSON Lines fields, suffixes."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import re
 import pytest
 
 from vary_cli.errors import InputError
-from vary_cli.convert.render import JSONL_KEYS, format_from_suffix, render_document, render_jsonl
-from vary_cli.convert.results import PageResult
+from vary_cli.render.document import JSONL_KEYS, format_from_suffix, render_document, render_jsonl
+from vary_cli.render.results import PageResult
 
 
 def page(n, text="", reason="stop", error=None, source="doc.pdf"):

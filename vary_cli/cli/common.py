@@ -40,7 +40,7 @@ def fail(error: VaryError, debug: bool) -> NoReturn:
 
 
 def generation_config(max_new_tokens: int, temperature: float, top_p: float, seed: int | None):
-    from ..convert.generate import GenerationConfig
+    from ..engine.generate import GenerationConfig
 
     return GenerationConfig(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
 

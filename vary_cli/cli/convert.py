@@ -56,7 +56,7 @@ def convert(
     """Convert PDFs and images to Markdown (default), Mathpix Markdown, LaTeX, text or JSON Lines."""
     from ..convert.output import plan_outputs
     from ..convert.raster import discover_inputs, parse_page_ranges
-    from ..convert.render import FORMATS, format_from_suffix
+    from ..render.document import FORMATS, format_from_suffix
 
     try:
         to_stdout = output is None or str(output) == "-"

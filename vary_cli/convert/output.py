@@ -28,8 +28,8 @@ from typing import Any, Iterable, Mapping
 
 from ..errors import OutputError
 from ..files import atomic_write_text, fsync_dir
-from .render import SUFFIX_FOR_FORMAT
-from .results import PageResult
+from ..render.document import SUFFIX_FOR_FORMAT
+from ..render.results import PageResult
 
 SIDECAR_SUFFIX = ".pages.jsonl"
 _STORE_VERSION = 1

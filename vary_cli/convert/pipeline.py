@@ -19,15 +19,15 @@ from typing import Iterable, Iterator
 import torch
 
 from ..models.loaded import LoadedModel
-from .generate import GenerationConfig
+from ..engine.generate import GenerationConfig
 from ..errors import InputError, VaryError, one_line
-from .generate import generate
+from ..engine.generate import generate
 from ..files import atomic_write_text
 from .output import PageStore, settings_fingerprint, source_fingerprint
 from ..models.preprocess import load_image
 from .raster import Document, open_document, select_pages
-from .render import render_document, render_jsonl
-from .results import PageResult
+from ..render.document import render_document, render_jsonl
+from ..render.results import PageResult
 from .text_layer import fill_from_text_layer
 
 

@@ -22,12 +22,12 @@ from typing import Callable, Iterator
 from ..errors import InputError, OutputError, one_line
 from ..files import atomic_write_text
 from ..models.loaded import LoadedModel
-from .continuous import ContinuousBatcher, PageOutcome, PageRequest
-from .generate import GenerationConfig
+from ..engine.batcher import ContinuousBatcher, PageOutcome, PageRequest
+from ..engine.generate import GenerationConfig
 from .output import PageStore, is_finished, read_pages, remove_sidecars, settings_fingerprint, source_fingerprint
 from .pipeline import DocumentReport, Progress, page_settings, render_results
 from .raster import Document, open_document, select_pages
-from .results import PageResult
+from ..render.results import PageResult
 from .shard import Shard
 
 SCHEDULERS = ("continuous", "static")

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .pdf_text import page_chars, page_text as text_in_reading_order
-from .results import PageResult
+from ..render.results import PageResult
 
 FALLBACK_REASONS = ("error", "repetition")
 

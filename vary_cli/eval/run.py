@@ -18,11 +18,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
-from ..convert.generate import GenerationConfig
+from ..engine.generate import GenerationConfig
 from ..convert.output import PageStore, settings_fingerprint, source_fingerprint
 from ..convert.pipeline import convert_document, default_batch_size, generate_pages
 from ..convert.raster import open_document
-from ..convert.results import PageResult
+from ..render.results import PageResult
 from ..errors import InputError, VaryError, one_line
 from ..files import atomic_write_text
 from ..models.loaded import LoadedModel

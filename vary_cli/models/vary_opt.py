@@ -16,7 +16,7 @@ How Vary-tiny differs from its parents, and so what this file writes itself:
 - `lm_head` is the token embedding itself unless the config unties it (OPT's default is tied):
   `tie_weights()` shares the parameter, and the loader reads only the embedding.
 
-The interface is the one `generate.py` drives for every family: `embed`, `forward(embeds, positions,
+The interface is the one `engine/` drives for every family: `embed`, `forward(embeds, positions,
 attention_bias, alphas, cache, last_only)`, `new_cache`, `prompt_alphas`.
 """
 

@@ -1,6 +1,6 @@
 """The record every stage after generation passes along: one page's text and how it ended.
 
-Kept free of torch so `render.py` and `output.py` can use it without importing the model.
+Kept free of torch so `render/` and `convert/output.py` can use it without importing the model.
 """
 
 from __future__ import annotations

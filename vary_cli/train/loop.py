@@ -341,7 +341,7 @@ def generated_metrics(run_: RunState) -> dict[str, float]:
     """Greedy decodes of the first --eval-generate eval samples with images, scored as the paper scores pages:
     mean normalized edit distance and token-set F1 (eval/metrics.py, Fox's tokenization). Every process
     decodes the same samples (FSDP needs all of them in each forward); only the main one logs."""
-    from ..convert.generate import GenerationConfig, generate
+    from ..engine.generate import GenerationConfig, generate
     from ..eval.metrics import edit_distance, set_scores
     from ..eval.tokens import tokenize_pair
     from ..models.loaded import LoadedModel
