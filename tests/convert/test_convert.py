@@ -105,17 +105,32 @@ def test_a_looping_page_is_cut_and_marked(loaded, pdf, monkeypatch):
     assert "[REPETITION_CUT:1]" in text
 
 
+def fail_encoding(monkeypatch, loaded, is_bad, error: str) -> list[int]:
+    """Make encoding raise RuntimeError(error) for any batch that holds a page whose image `is_bad`;
+    returns the list of batch sizes encoding was called with."""
+    real_prepare, real_encode = loaded.prepare_page, loaded.encode_inputs
+    calls, bad = [], []
+
+    def prepare(image, prompt="ocr"):
+        page, ids = real_prepare(image, prompt)
+        if is_bad(image):
+            bad.append(page)
+        return page, ids
+
+    def encode(inputs, vision_batch=None):
+        calls.append(len(inputs))
+        if any(page is b for page in inputs for b in bad):
+            raise RuntimeError(error)
+        return real_encode(inputs, vision_batch)
+
+    monkeypatch.setattr(loaded, "prepare_page", prepare)
+    monkeypatch.setattr(loaded, "encode_inputs", encode)
+    return calls
+
+
 def test_a_failing_page_is_retried_alone_then_marked_and_the_rest_survive(loaded, pdf, monkeypatch):
-    real = loaded.encode_pages
-    calls = []
-
-    def flaky(images, prompt="ocr"):
-        calls.append(len(images))
-        if any(image.getpixel((5, 5))[0] == 255 - 20 * 2 for image in images):  # page 3's colour
-            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return real(images, prompt)
-
-    monkeypatch.setattr(loaded, "encode_pages", flaky)
+    calls = fail_encoding(monkeypatch, loaded, lambda image: image.getpixel((5, 5))[0] == 255 - 20 * 2,  # page 3
+                          "CUDA out of memory. Tried to allocate 2.00 GiB")
     report, text = convert(loaded, pdf, None, batch_size=4)
     result = {r["page"]: r for r in records(text)}
     assert result[3]["finish_reason"] == "error" and "out of memory" in result[3]["error"]
@@ -140,16 +155,16 @@ def make_text_pdf(path: Path, n_pages: int) -> Path:
 def test_text_layer_fallback_fills_failed_pages_only_when_asked(loaded, tmp_path, monkeypatch):
     pytest.importorskip("reportlab")
     source = make_text_pdf(tmp_path / "born_digital.pdf", 3)
-    real = loaded.encode_pages
+    real = loaded.encode_inputs
     rendered = []
 
-    def failing_page_two(images, prompt="ocr"):
-        rendered.append(images[0])
+    def failing_page_two(inputs, vision_batch=None):
+        rendered.append(inputs[0])
         if len(rendered) == 2:
             raise RuntimeError("CUDA out of memory")
-        return real(images, prompt)
+        return real(inputs, vision_batch)
 
-    monkeypatch.setattr(loaded, "encode_pages", failing_page_two)
+    monkeypatch.setattr(loaded, "encode_inputs", failing_page_two)
     report, md = convert(loaded, source, None, fmt="md", fallback="text-layer")
     assert report.failed_pages == 1 and report.results[1].finish_reason == "error"  # counted as the model left it
     assert "[TEXT_LAYER_FALLBACK:2]\n\nLayer text 2: 50% of \\$5 & x\\_1" in md and "MISSING_PAGE_FAIL" not in md
@@ -297,13 +312,11 @@ def test_default_batch_size_follows_free_memory(loaded, monkeypatch):
 
 def test_a_rerun_retries_only_the_failed_pages(loaded, pdf, tmp_path, monkeypatch):
     out = tmp_path / "paper.md"
-    real = loaded.encode_pages
-    monkeypatch.setattr(loaded, "encode_pages", lambda images, prompt="ocr": (_ for _ in ()).throw(
-        RuntimeError("boom")) if any(i.getpixel((5, 5))[0] == 255 - 20 for i in images) else real(images, prompt))
-    first, _ = convert(loaded, pdf, out, fmt="md")
+    with monkeypatch.context() as patch:
+        fail_encoding(patch, loaded, lambda image: image.getpixel((5, 5))[0] == 255 - 20, "boom")  # page 2
+        first, _ = convert(loaded, pdf, out, fmt="md")
     assert first.failed_pages == 1 and "[MISSING_PAGE_FAIL:2]" in out.read_text()
     assert sidecar_path(out).exists()  # not finished: the failed page is still to do
-    monkeypatch.setattr(loaded, "encode_pages", real)
     generated = []
     real_generate = pipeline.generate_pages
     monkeypatch.setattr(pipeline, "generate_pages",

@@ -18,7 +18,7 @@ from typing import Iterable, Iterator
 
 import torch
 
-from ..models.loaded import LoadedModel
+from ..models.loaded import LoadedModel, PageOptions
 from ..engine.generate import GenerationConfig
 from ..errors import InputError, VaryError, one_line
 from ..engine.generate import generate
@@ -66,10 +66,10 @@ class DocumentReport:
 def generate_pages(loaded: LoadedModel, images: list, prompt: str, gen: GenerationConfig,
                    progress: Progress | None = None) -> list[tuple[list[int], str]]:
     """(token ids, finish reason) for each page image, generated together as one batch."""
-    prompt_ids = loaded.prompt_ids(prompt)
-    features = loaded.encode_pages(images, prompt)  # (B, N, W)
+    prepared = [loaded.prepare_page(image, prompt) for image in images]  # GOT's prompt depends on the page
+    features = loaded.encode_inputs([page for page, _ in prepared])  # (B, N, W)
     on_token = (lambda _row, _token: progress.token()) if progress else None
-    generations = generate(loaded.model, [prompt_ids] * len(images), features, gen, loaded.stop_ids,
+    generations = generate(loaded.model, [ids for _, ids in prepared], features, gen, loaded.stop_ids,
                            loaded.pad_id, on_token)
     return [(g.token_ids, g.finish_reason) for g in generations]
 
@@ -187,8 +187,11 @@ def page_settings(loaded: LoadedModel, prompt: str, gen: GenerationConfig) -> di
 
     Batch size, scheduler and shard count are not in it: they do not change any page's text.
     """
-    return {"model": str(loaded.directory), "dtype": str(loaded.dtype), "prompt": prompt,
-            "gen": asdict(gen), "raster": "short-side-1024"}
+    settings = {"model": str(loaded.directory), "dtype": str(loaded.dtype), "prompt": prompt,
+                "gen": asdict(gen), "raster": "short-side-1024"}
+    if loaded.options != PageOptions():  # GOT's tiles, box, colour (absent otherwise: older stores stay valid)
+        settings["page"] = asdict(loaded.options)
+    return settings
 
 
 def _batches(document: Document, numbers: list[int], size: int) -> Iterator[list[tuple[int, object]]]:

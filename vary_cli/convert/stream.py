@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from ..errors import InputError, OutputError, one_line
+from ..errors import InputError, OutputError, VaryError, one_line
 from ..files import atomic_write_text
 from ..models.loaded import LoadedModel
 from ..engine.batcher import ContinuousBatcher, PageOutcome, PageRequest
@@ -111,18 +111,19 @@ def convert_many(loaded: LoadedModel, targets: dict[Path, Path | None], *, promp
             doc.store = PageStore(output, doc.fingerprint, settings, resume=not recompute, tag=tag)
         docs.append((doc, todo))
     progress.pages_planned(run.owned_pages, 0)
-    prompt_ids = loaded.prompt_ids(prompt)
+    loaded.prompt_ids(prompt)  # a prompt the model does not take fails the run here, not page by page
 
     def requests() -> Iterator[PageRequest]:
         for doc, todo in docs:
             for number in todo:
                 try:
                     ((_, image),) = doc.document.iter_pages([number])
-                except InputError as error:
-                    image = error  # the batcher turns it into this page's error
-                yield PageRequest((doc, number), image, prompt_ids)
+                    page, ids = loaded.prepare_page(image, prompt)  # GOT's prompt depends on the page
+                except VaryError as error:
+                    page, ids = error, []  # the batcher turns it into this page's error
+                yield PageRequest((doc, number), page, ids)
 
-    batcher = ContinuousBatcher(loaded.model, lambda images: loaded.encode_pages(images, prompt), gen,
+    batcher = ContinuousBatcher(loaded.model, loaded.encode_inputs, gen,
                                 loaded.stop_ids, batch_size, refill=scheduler == "continuous",
                                 on_token=lambda _key, _token: progress.token())
     try:

@@ -359,8 +359,8 @@ def generated_metrics(run_: RunState) -> dict[str, float]:
         gen = GenerationConfig(max_new_tokens=generation_budget(len(recipe.tokenizer.encode(answer)), cfg.max_length))
         with _inference_attention(recipe.model), \
                 torch.autocast(device.type, dtype=run_.amp or torch.float32, enabled=run_.amp is not None):
-            features = loaded.encode_pages([load_image(sample.image)], prompt)
-            (result,) = generate(recipe.model, [loaded.prompt_ids(prompt)], features, gen, loaded.stop_ids,
+            page, ids = loaded.prepare_page(load_image(sample.image), prompt)
+            (result,) = generate(recipe.model, [ids], loaded.encode_inputs([page]), gen, loaded.stop_ids,
                                  loaded.pad_id)
         text, truth = recipe.tokenizer.decode(result.token_ids).strip(), answer.strip()
         distances.append(edit_distance(text, truth))

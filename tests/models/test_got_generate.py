@@ -1,0 +1,109 @@
+"""GOT-OCR2.0's greedy output through vary's decoding equals transformers' `generate`, token for token.
+
+The reference: `GotOcr2Processor` then `GotOcr2ForConditionalGeneration.generate` (greedy, stopping at
+`<|im_end|>` or `<|endoftext|>` as transformers' GOT example does with `stop_strings="<|im_end|>"`), the
+new tokens decoded without special tokens. vary's side: the checkpoint loaded through the user's path
+(both release layouts), pages prepared by `LoadedModel.prepare_page`, decoded by the continuous batcher
+(`convert`) and by `generate` (`vary ocr`), at batch 1 and in one continuous batch of pages with and
+without tiles, a box and a colour.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tiny_got import page, special_ids
+
+from vary_cli.engine.batcher import ContinuousBatcher, PageRequest
+from vary_cli.engine.generate import GenerationConfig
+from vary_cli.models.checkpoint import load_directory
+from vary_cli.models.loaded import PageOptions
+
+F64, CPU = torch.float64, torch.device("cpu")
+MAX_NEW = 20
+GEN = GenerationConfig(max_new_tokens=MAX_NEW, repetition_span=0)
+
+# (image size, prompt preset, page options): plain and format OCR, tiles, a box, a colour.
+CASES = [((120, 160), "ocr", PageOptions()),
+         ((120, 160), "markdown", PageOptions()),
+         ((100, 60), "markdown", PageOptions(crops="auto")),
+         ((120, 160), "ocr", PageOptions(crops=3)),
+         ((120, 160), "ocr", PageOptions(box=(10, 20, 90, 100))),
+         ((150, 150), "format", PageOptions(color="green")),
+         ((60, 100), "ocr", PageOptions(crops="auto", box=(0, 0, 45, 60), color="red"))]
+
+
+def reference_tokens(got_reference, image, prompt: str, options: PageOptions) -> list[int]:
+    """transformers' greedy continuation, cut at its first stop token (which vary does not return)."""
+    model, processor = got_reference
+    ids = special_ids()
+    kwargs = {"format": prompt != "ocr", "num_image_tokens": 16, "color": options.color}
+    if options.max_tiles is not None:
+        kwargs.update(crop_to_patches=True, max_patches=options.max_tiles)
+    if options.box is not None:
+        kwargs["box"] = list(options.box)
+    inputs = processor(image, return_tensors="pt", **kwargs)
+    stops = [ids["<|im_end|>"], ids["<|endoftext|>"]]
+    with torch.no_grad():
+        out = model.generate(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                             pixel_values=inputs["pixel_values"].to(F64), do_sample=False, num_beams=1,
+                             max_new_tokens=MAX_NEW, eos_token_id=stops, pad_token_id=stops[1])
+    new = out[0, inputs["input_ids"].shape[1]:].tolist()
+    return new[:next((i for i, t in enumerate(new) if t in stops), len(new))]
+
+
+@pytest.fixture(scope="module")
+def expected(got_reference):
+    return [reference_tokens(got_reference, page(*size, seed=i), prompt, options)
+            for i, (size, prompt, options) in enumerate(CASES)]
+
+
+@pytest.fixture(scope="module", params=["hf", "original"])
+def got64(request, got_checkpoints):
+    return load_directory(got_checkpoints[request.param], CPU, F64)
+
+
+def requests(loaded, cases: int = len(CASES)) -> list[PageRequest]:
+    out = []
+    for i, (size, prompt, options) in enumerate(CASES[:cases]):
+        page_input, ids = loaded.with_options(options).prepare_page(page(*size, seed=i), prompt)
+        out.append(PageRequest(i, page_input, ids))
+    return out
+
+
+def test_reference_generations_are_not_trivial(expected):
+    """The seeded network writes varied text that stops at different lengths, so equality means something."""
+    assert len({tuple(tokens) for tokens in expected}) == len(CASES)
+    assert max(len(tokens) for tokens in expected) == MAX_NEW
+
+
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_continuous_batches_equal_transformers_generate(got64, expected, batch_size):
+    batcher = ContinuousBatcher(got64.model, got64.encode_inputs, GEN, got64.stop_ids, batch_size)
+    outcomes = {o.request.key: o for o in batcher.run(requests(got64))}
+    assert all(o.error is None for o in outcomes.values())
+    assert [outcomes[i].generation.token_ids for i in range(len(CASES))] == expected
+    if batch_size > 1:
+        assert batcher.row_steps > batcher.decode_steps  # pages really shared decode steps
+
+
+def test_vary_ocr_path_equals_transformers_generate(got64, expected, got_reference):
+    """`vary ocr`'s path (pipeline.generate_pages, one page at a time) and its decoded text."""
+    from vary_cli.convert.pipeline import generate_pages
+
+    _, processor = got_reference
+    for i, (size, prompt, options) in enumerate(CASES[:3]):
+        ((tokens, reason),) = generate_pages(got64.with_options(options), [page(*size, seed=i)], prompt, GEN)
+        assert tokens == expected[i]
+        assert got64.tokenizer.decode(tokens) == processor.decode(expected[i], skip_special_tokens=True)
+        assert reason == ("length" if len(tokens) == MAX_NEW else "stop")
+
+
+def test_float32_continuous_batch_equals_batch_of_one(got_checkpoints):
+    """In the dtype users run on a CPU, a page decodes the same alone and in a batch of mixed tile counts."""
+    loaded = load_directory(got_checkpoints["hf"], CPU, torch.float32)
+    alone = ContinuousBatcher(loaded.model, loaded.encode_inputs, GEN, loaded.stop_ids, 1)
+    batched = ContinuousBatcher(loaded.model, loaded.encode_inputs, GEN, loaded.stop_ids, 4)
+    one = {o.request.key: o.generation.token_ids for o in alone.run(requests(loaded, 5))}
+    many = {o.request.key: o.generation.token_ids for o in batched.run(requests(loaded, 5))}
+    assert one == many
