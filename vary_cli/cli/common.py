@@ -28,6 +28,10 @@ TemperatureOption = Annotated[float, typer.Option(min=0.0, help="0 decodes greed
 TopPOption = Annotated[float, typer.Option("--top-p", help="Nucleus sampling mass (with --temperature > 0).")]
 SeedOption = Annotated[Optional[int], typer.Option(help="Seed for sampling, for reproducible samples.")]
 DebugOption = Annotated[bool, typer.Option("--debug", help="Show full tracebacks instead of one-line errors.")]
+DraftOption = Annotated[str, typer.Option(
+    "--draft", help="Speculative decoding from the page's own text, the same tokens in fewer forward passes "
+                    "(greedy only): auto (the PDF page's text layer where it has one, then the page's own output "
+                    "and earlier pages), text-layer, ngram (own output and earlier pages) or off.")]
 
 
 def fail(error: VaryError, debug: bool) -> NoReturn:
@@ -39,8 +43,15 @@ def fail(error: VaryError, debug: bool) -> NoReturn:
     raise typer.Exit(code=error.exit_code)
 
 
+def draft_config(mode: str):
+    """The `--draft` option as a DraftConfig (a bad mode is a one-line error)."""
+    from ..engine.config import DraftConfig
+
+    return DraftConfig(mode=mode)
+
+
 def generation_config(max_new_tokens: int, temperature: float, top_p: float, seed: int | None):
-    from ..engine.generate import GenerationConfig
+    from ..engine.config import GenerationConfig
 
     return GenerationConfig(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
 

@@ -17,8 +17,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import (DebugOption, DeviceOption, DtypeOption, MaxTokensOption, ModelOption, SeedOption,
-                     TemperatureOption, TopPOption, fail, generation_config, load_model, stderr)
+from .common import (DebugOption, DeviceOption, DraftOption, DtypeOption, MaxTokensOption, ModelOption, SeedOption,
+                     TemperatureOption, TopPOption, draft_config, fail, generation_config, load_model, stderr)
 from ..errors import VaryError
 
 # The prompt each format gets unless --prompt says otherwise: Vary's document task writes Markdown with
@@ -47,6 +47,7 @@ def convert(
                                                    help="Stop a page that loops, keeping the text before the loop.")] = True,
     fallback: Annotated[Optional[str], typer.Option("--fallback", help="text-layer: write pages the model could not read (error, repetition) from the PDF's own text, marked [TEXT_LAYER_FALLBACK:N]; off by default.")] = None,
     recompute: Annotated[bool, typer.Option("--recompute", help="Convert again even where a finished output exists.")] = False,
+    draft: DraftOption = "auto",
     scheduler: Annotated[str, typer.Option(help="continuous: a batch row takes the next page as soon as its page stops; static: each batch decodes until its longest page stops.")] = "continuous",
     shard: Annotated[Optional[str], typer.Option("--shard", help="I/N: convert this process's share (0-based I of N) of the pages; default from torchrun or SLURM.")] = None,
     assemble_only: Annotated[bool, typer.Option("--assemble-only", help="Write the outputs whose pages are all done from their page stores; generate nothing.")] = False,
@@ -68,6 +69,7 @@ def convert(
         if fallback is not None and fallback not in FALLBACKS:
             raise typer.BadParameter(f"--fallback must be one of {', '.join(FALLBACKS)}, not {fallback!r}")
         gen = generation_config(max_new_tokens, temperature, top_p, seed)
+        drafting = draft_config(draft)
         if not repetition_guard:
             gen = gen.with_(repetition_span=0)
         ranges = parse_page_ranges(pages) if pages else None
@@ -91,7 +93,7 @@ def convert(
         loaded = load_model(model, rank_device(device, share), dtype, quiet)
         run_conversion(loaded, targets, fmt=fmt, prompt=prompt or DEFAULT_PROMPT[fmt], gen=gen, ranges=ranges,
                        batch_size=batch_size, recompute=recompute, quiet=quiet, shard=share, scheduler=scheduler,
-                       fallback=fallback)
+                       fallback=fallback, draft=drafting)
     except VaryError as error:
         fail(error, debug)
     except KeyboardInterrupt:
@@ -112,7 +114,8 @@ def rank_device(device: str, share) -> str:
 
 def run_conversion(loaded, targets: dict[Path, Path | None], *, fmt: str, prompt: str, gen, ranges,
                    batch_size: int, recompute: bool, quiet: bool, shard=None, scheduler: str = "continuous",
-                   fallback: str | None = None) -> None:
+                   fallback: str | None = None, draft=None) -> None:
+    from ..engine.config import DRAFT_OFF
     from ..convert.pipeline import default_batch_size
     from ..convert.shard import Shard
     from ..convert.stream import convert_many
@@ -133,13 +136,13 @@ def run_conversion(loaded, targets: dict[Path, Path | None], *, fmt: str, prompt
     with progress:
         run = convert_many(loaded, targets, prompt=prompt, fmt=fmt, gen=gen, pages=ranges, batch_size=batch_size,
                            recompute=recompute, shard=shard, scheduler=scheduler, fallback=fallback,
-                           progress=progress,
-                           on_document=print_text)
+                           progress=progress, draft=draft or DRAFT_OFF, on_document=print_text)
     failed = run.failed_pages + run.failed_documents
     if not quiet or failed:
         stderr.print(f"{rank}{run.documents} document(s) ({run.skipped} already done), {run.pages} page(s), "
                      f"{run.failed_pages} failed page(s), {run.failed_documents} failed document(s), "
-                     f"{run.assembled} output(s) written, {run.pages_per_second:.2f} pages/s")
+                     f"{run.assembled} output(s) written, {run.pages_per_second:.2f} pages/s, "
+                     f"{run.tokens_per_pass:.2f} tokens per forward pass")
     if failed:
         raise typer.Exit(code=1)
 

@@ -341,30 +341,31 @@ def generated_metrics(run_: RunState) -> dict[str, float]:
     """Greedy decodes of the first --eval-generate eval samples with images, scored as the paper scores pages:
     mean normalized edit distance and token-set F1 (eval/metrics.py, Fox's tokenization). Every process
     decodes the same samples (FSDP needs all of them in each forward); only the main one logs."""
-    from ..engine.generate import GenerationConfig, generate
+    from ..convert.pipeline import ImageItem, read_images
+    from ..engine.config import GenerationConfig
     from ..eval.metrics import edit_distance, set_scores
     from ..eval.tokens import tokenize_pair
     from ..models.loaded import LoadedModel
-    from ..models.preprocess import load_image
     from .dataset import IMAGE_PLACEHOLDER
 
     cfg, recipe, device = run_.cfg, run_.recipe, run_.device
     loaded = LoadedModel(recipe.model, recipe.tokenizer, recipe.config, Path(cfg.out), device, torch.float32)
     samples = [s for s in run_.eval_data.samples if s.image is not None][:cfg.eval_generate]
-    distances, f1s = [], []
-    for sample in samples:
+    items = []
+    for index, sample in enumerate(samples):
         question, answer = sample.turns[0][1], sample.turns[1][1]
         # Vary-tiny's vocabulary stage sees the image alone (its "" prompt format); the others the question.
         prompt = "" if cfg.stage == "vocabulary" else question.replace(IMAGE_PLACEHOLDER, "").strip()
-        gen = GenerationConfig(max_new_tokens=generation_budget(len(recipe.tokenizer.encode(answer)), cfg.max_length))
-        with _inference_attention(recipe.model), \
-                torch.autocast(device.type, dtype=run_.amp or torch.float32, enabled=run_.amp is not None):
-            features = loaded.encode_pages([load_image(sample.image)], prompt)
-            (result,) = generate(recipe.model, [loaded.prompt_ids(prompt)], features, gen, loaded.stop_ids,
-                                 loaded.pad_id)
-        text, truth = recipe.tokenizer.decode(result.token_ids).strip(), answer.strip()
-        distances.append(edit_distance(text, truth))
-        f1s.append(set_scores(*tokenize_pair(text, truth, "jieba"))[2])
+        budget = generation_budget(len(recipe.tokenizer.encode(answer)), cfg.max_length)
+        items.append(ImageItem((index, answer), str(sample.image), sample.image, prompt, max_new_tokens=budget))
+    gen = GenerationConfig(max_new_tokens=cfg.max_length)
+    distances, f1s = [], []
+    with _inference_attention(recipe.model), \
+            torch.autocast(device.type, dtype=run_.amp or torch.float32, enabled=run_.amp is not None):
+        for (_, answer), result in read_images(loaded, items, gen):
+            text, truth = result.text.strip(), answer.strip()
+            distances.append(edit_distance(text, truth))
+            f1s.append(set_scores(*tokenize_pair(text, truth, "jieba"))[2])
     if not samples:
         return {}
     return {"eval_edit_distance": sum(distances) / len(samples), "eval_f1": sum(f1s) / len(samples),
