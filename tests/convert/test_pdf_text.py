@@ -74,8 +74,9 @@ def test_a_paragraph_running_from_one_column_into_the_next_is_one_paragraph():
 
 
 def test_join_lines_hyphens_cjk_and_real_dashes():
-    assert join_lines(["a well-", "known fact"]) == "a wellknown fact"  # a line-end hyphen before lowercase joins
-    assert join_lines(["see page 12-", "14 for more"]) == "see page 12- 14 for more"
+    assert join_lines(["a well-", "known fact"]) == "a well-known fact"  # "wellknown" is no word: the hyphen stays
+    assert join_lines(["they differ-", "ent in kind"]) == "they different in kind"  # "ent" is no word: joined
+    assert join_lines(["see page 12-", "14 for more"]) == "see page 12-14 for more"  # a range cut at its dash
     assert join_lines(["co-\ufffe", "Operation"]) == "co-- Operation"
     assert join_lines(["中文的第一行", "接着第二行"]) == "中文的第一行接着第二行"
 
