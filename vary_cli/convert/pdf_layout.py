@@ -101,7 +101,8 @@ def reading_order(segs: list[Segment]) -> list[list[Segment]]:
     """The XY-cut leaves in reading order, each a list of segments (`leaf_lines` orders inside a leaf)."""
     if not segs:
         return []
-    gutter = 1.0 * statistics.median(s.size for s in segs)
+    # A column gutter: 0.7 font sizes, as pdftotext's minColSpacing (dense pages keep ~1 size between columns).
+    gutter = 0.7 * statistics.median(s.size for s in segs)
     leaves: list[list[Segment]] = []
     _cut(segs, gutter, leaves)
     return leaves
@@ -110,24 +111,79 @@ def reading_order(segs: list[Segment]) -> list[list[Segment]]:
 def _cut(segs: list[Segment], gutter: float, leaves: list[list[Segment]]) -> None:
     columns = _columns(segs, gutter)
     if len(columns) > 1:
-        for column in columns:
-            _cut(column, gutter, leaves)
+        rows = _grid_rows(segs, gutter)
+        for part in rows if len(rows) > 1 else columns:
+            _cut(part, gutter, leaves)
         return
     strips = _strips(segs)
     if len(strips) == 1:
         leaves.append(strips[0])
         return
+    # Consecutive strips that keep a common gutter are one multi-column block: two columns whose lines
+    # sit row by row, under a title that spans them. A strip that crosses the gutter (a centred line, a
+    # title) starts a new block; one that stays on one side of it (a column's short last line) joins.
     groups: list[list[Segment]] = [strips[0]]
+    gaps = _gaps(strips[0], gutter)
     for strip in strips[1:]:
-        if len(_columns(groups[-1] + strip, gutter)) > 1:
+        if gaps:
+            kept = _narrow(gaps, strip, gutter)
+        else:
+            own = _gaps(strip, gutter)
+            kept = _narrow(own, groups[-1], gutter) if own else []
+        if kept:
             groups[-1] = groups[-1] + strip
+            gaps = kept
         else:
             groups.append(strip)
+            gaps = _gaps(strip, gutter)
     if len(groups) == 1:  # every strip shares a gutter, yet the whole has none: cannot happen, but stop
         leaves.append(segs)
         return
     for group in groups:
         _cut(group, gutter, leaves)
+
+
+def _gaps(segs: list[Segment], gutter: float) -> list[tuple[float, float]]:
+    """The gutters of a region: the free x ranges between its columns."""
+    columns = _columns(segs, gutter)
+    return [(max(s.x1 for s in left), min(s.x0 for s in right)) for left, right in zip(columns, columns[1:])]
+
+
+def _narrow(gaps: list[tuple[float, float]], segs: list[Segment], gutter: float) -> list[tuple[float, float]]:
+    """The gaps that `segs` leave open (each narrowed by the segments beside it, still `gutter` wide)."""
+    kept = []
+    for low, high in gaps:
+        middle = (low + high) / 2
+        for seg in segs:
+            if seg.x0 < middle < seg.x1:
+                break  # crosses it
+            if seg.x1 <= middle:
+                low = max(low, seg.x1)
+            else:
+                high = min(high, seg.x0)
+        else:
+            if high - low >= gutter:
+                kept.append((low, high))
+    return kept
+
+
+def _grid_rows(segs: list[Segment], gutter: float) -> list[list[Segment]]:
+    """A region with columns cut into rows instead, where a wide empty band (over 2.5 font sizes: more
+    than a paragraph break) crosses every column and each row has columns of its own: a grid of boxes,
+    read row by row (1 2 / 3 4), not a page of columns whose paragraphs happen to line up."""
+    strips = _strips(segs)
+    if len(strips) == 1:
+        return [segs]
+    band = 2.5 * statistics.median(s.size for s in segs)
+    rows: list[list[Segment]] = [strips[0]]
+    for above, strip in zip(strips, strips[1:]):
+        if min(s.core[0] for s in above) - max(s.core[1] for s in strip) >= band:
+            rows.append(list(strip))
+        else:
+            rows[-1] = rows[-1] + strip
+    if len(rows) > 1 and all(len(_columns(row, gutter)) > 1 for row in rows):
+        return rows
+    return [segs]
 
 
 def _columns(segs: list[Segment], gutter: float) -> list[list[Segment]]:

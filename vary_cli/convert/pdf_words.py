@@ -56,7 +56,7 @@ _Glyph = tuple
 
 def page_chars(textpage) -> list[Char]:
     """The characters of a pypdfium2 `PdfTextPage` in reading frame, with word breaks and merged accents."""
-    return merge_accents(with_word_breaks(_to_frame(_glyphs(textpage))))
+    return with_word_breaks(merge_accents(_to_frame(_glyphs(textpage))))
 
 
 def _glyphs(textpage) -> list[_Glyph | None]:
@@ -181,21 +181,26 @@ def with_word_breaks(chars: list[Char | None]) -> list[Char]:
     return out
 
 
-def merge_accents(chars: list[Char]) -> list[Char]:
-    """Accent glyphs drawn over a neighbouring letter merged into it: "´" over "a" becomes "á"."""
-    out: list[Char] = []
+def merge_accents(chars: list[Char | None]) -> list[Char | None]:
+    """Accent glyphs drawn over a letter merged into it: "´" over "a" becomes "á". TeX draws the accent
+    just before its letter, but some PDFs draw a word's accents after the word, so the letter is looked
+    for in the next glyph and among the last line's worth."""
+    out: list[Char | None] = []
     index = 0
     while index < len(chars):
         char = chars[index]
-        mark = ACCENTS.get(char.text) or (char.text if unicodedata.combining(char.text[:1] or " ") else None)
+        mark = None if char is None else ACCENTS.get(char.text) or (
+            char.text if unicodedata.combining(char.text[:1] or " ") else None)
         if mark is not None:
             nxt = chars[index + 1] if index + 1 < len(chars) else None
-            if nxt is not None and _over(char, nxt):  # TeX draws the accent first, then the letter
+            if nxt is not None and _over(char, nxt):
                 out.append(_accented(nxt, mark))
                 index += 2
                 continue
-            if out and _over(char, out[-1]):
-                out[-1] = _accented(out[-1], mark)
+            back = next((i for i in range(len(out) - 1, max(len(out) - 80, -1), -1)
+                         if out[i] is not None and _over(char, out[i])), None)
+            if back is not None:
+                out[back] = _accented(out[back], mark)
                 index += 1
                 continue
         out.append(char)
