@@ -125,17 +125,19 @@ def _cut(segs: list[Segment], gutter: float, leaves: list[list[Segment]]) -> Non
     groups: list[list[Segment]] = [strips[0]]
     gaps = _gaps(strips[0], gutter)
     for strip in strips[1:]:
-        if gaps:
+        own = _gaps(strip, gutter)
+        if gaps and own:  # both have gutters: they must share one (a heading's gap and the lines under it)
+            kept = [(max(a, c), min(b, d)) for a, b in gaps for c, d in own if min(b, d) - max(a, c) >= gutter]
+        elif gaps:
             kept = _narrow(gaps, strip, gutter)
         else:
-            own = _gaps(strip, gutter)
             kept = _narrow(own, groups[-1], gutter) if own else []
         if kept:
             groups[-1] = groups[-1] + strip
             gaps = kept
         else:
             groups.append(strip)
-            gaps = _gaps(strip, gutter)
+            gaps = own
     if len(groups) == 1:  # every strip shares a gutter, yet the whole has none: cannot happen, but stop
         leaves.append(segs)
         return

@@ -163,20 +163,43 @@ def _advance(width: float, height: float, theta: float) -> float:
 
 
 def with_word_breaks(chars: list[Char | None]) -> list[Char]:
-    """The characters with a space Char at each drawn space (None) and each gap wider than a word gap."""
+    """The characters with a space Char at each drawn space (None) and each gap wider than a word gap.
+
+    A gap is measured from the letters' usual gap nearby (the two gaps on either side), not from zero: some fonts' loose boxes overlap by a quarter of an em (italics), and letter-spaced
+    text leaves a gap inside every word."""
+    glyphs = [c for c in chars if c is not None]
+    gaps: list[float | None] = [None]
+    for prev, char in zip(glyphs, glyphs[1:]):
+        same_line = abs(char.baseline - prev.baseline) < 0.5 * max(char.size, prev.size)
+        gaps.append(char.x0 - prev.x1 if same_line else None)
+    gaps += [None, None]
     out: list[Char] = []
     pending = False  # a drawn space since the last glyph
+    position = -1
     for char in chars:
         if char is None:
             pending = True
             continue
-        if out:
-            last = out[-1]
-            same_line = abs(char.baseline - last.baseline) < 0.5 * max(char.size, last.size)
-            gap = char.x0 - last.x1
-            if (pending or (same_line and gap > WORD_GAP * max(char.size, last.size))) and last.text != " ":
+        position += 1
+        gap = gaps[position]
+        if out and last_text != " ":
+            if not pending and gap is not None:
+                size = max(char.size, out[-1].size)
+                near = [g for g in (gaps[position - 2] if position > 1 else None, gaps[position - 1],
+                                    gaps[position + 1], gaps[position + 2]) if g is not None]
+                near.sort()
+                if not near:
+                    usual = 0.0
+                elif near[-1] < 0:  # every letter overlaps its neighbour: the font's boxes are too wide
+                    usual = max(near[-1], -0.3 * size)
+                else:  # letter-spaced text: its usual gap, a little of it at most (kerning is no gap)
+                    usual = min((near[(len(near) - 1) // 2] + near[len(near) // 2]) / 2, 0.05 * size)
+                pending = gap - usual > WORD_GAP * size
+            if pending:
+                last = out[-1]
                 out.append(Char(" ", last.x1, last.x1, last.baseline, last.size))
         out.append(char)
+        last_text = char.text
         pending = False
     return out
 
