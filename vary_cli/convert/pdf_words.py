@@ -165,36 +165,32 @@ def _advance(width: float, height: float, theta: float) -> float:
 def with_word_breaks(chars: list[Char | None]) -> list[Char]:
     """The characters with a space Char at each drawn space (None) and each gap wider than a word gap.
 
-    A gap is measured from the letters' usual gap nearby (the two gaps on either side), not from zero: some fonts' loose boxes overlap by a quarter of an em (italics), and letter-spaced
-    text leaves a gap inside every word."""
+    Where every letter nearby overlaps its neighbour (some fonts' loose boxes are a quarter of an em too
+    wide, in italics most), a gap is measured from that usual overlap instead of from zero."""
     glyphs = [c for c in chars if c is not None]
-    gaps: list[float | None] = [None]
+    missing = -math.inf
+    gaps = [missing, missing]
     for prev, char in zip(glyphs, glyphs[1:]):
-        same_line = abs(char.baseline - prev.baseline) < 0.5 * max(char.size, prev.size)
-        gaps.append(char.x0 - prev.x1 if same_line else None)
-    gaps += [None, None]
+        same_line = abs(char.baseline - prev.baseline) < 0.5 * (char.size if char.size > prev.size else prev.size)
+        gaps.append(char.x0 - prev.x1 if same_line else missing)
+    gaps += [missing, missing]
     out: list[Char] = []
     pending = False  # a drawn space since the last glyph
-    position = -1
+    position = 0  # gaps[position] is the gap before the current glyph (gaps has two pads at each end)
+    last_text = " "
     for char in chars:
         if char is None:
             pending = True
             continue
         position += 1
-        gap = gaps[position]
-        if out and last_text != " ":
-            if not pending and gap is not None:
-                size = max(char.size, out[-1].size)
-                near = [g for g in (gaps[position - 2] if position > 1 else None, gaps[position - 1],
-                                    gaps[position + 1], gaps[position + 2]) if g is not None]
-                near.sort()
-                if not near:
-                    usual = 0.0
-                elif near[-1] < 0:  # every letter overlaps its neighbour: the font's boxes are too wide
-                    usual = max(near[-1], -0.3 * size)
-                else:  # letter-spaced text: its usual gap, a little of it at most (kerning is no gap)
-                    usual = min((near[(len(near) - 1) // 2] + near[len(near) // 2]) / 2, 0.05 * size)
-                pending = gap - usual > WORD_GAP * size
+        if last_text != " ":
+            gap = gaps[position]
+            if not pending and gap != missing:
+                size = char.size if char.size > out[-1].size else out[-1].size
+                if gap > (WORD_GAP - 0.3) * size:
+                    usual = max(gaps[position - 2], gaps[position - 1], gaps[position + 1], gaps[position + 2])
+                    usual = max(usual, -0.3 * size) if usual < 0 and usual != missing else 0.0
+                    pending = gap - usual > WORD_GAP * size
             if pending:
                 last = out[-1]
                 out.append(Char(" ", last.x1, last.x1, last.baseline, last.size))
