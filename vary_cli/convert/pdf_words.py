@@ -204,6 +204,9 @@ def merge_accents(chars: list[Char | None]) -> list[Char | None]:
     """Accent glyphs drawn over a letter merged into it: "´" over "a" becomes "á". TeX draws the accent
     just before its letter, but some PDFs draw a word's accents after the word, so the letter is looked
     for in the next glyph and among the last line's worth."""
+    texts = "".join(c.text for c in chars if c is not None)
+    if not any(c in ACCENTS or unicodedata.combining(c) for c in set(texts)):
+        return chars  # most pages: nothing to merge
     out: list[Char | None] = []
     index = 0
     while index < len(chars):
