@@ -16,6 +16,7 @@ Pure functions on `Char` lists, so the layout rules are tested without PDFs.
 
 from __future__ import annotations
 
+import bisect
 import statistics
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -112,8 +113,15 @@ def _cut(segs: list[Segment], gutter: float, leaves: list[list[Segment]]) -> Non
     columns = _columns(segs, gutter)
     if len(columns) > 1:
         rows = _grid_rows(segs, gutter)
-        for part in rows if len(rows) > 1 else columns:
-            _cut(part, gutter, leaves)
+        if len(rows) > 1:
+            for row in rows:
+                _cut(row, gutter, leaves)
+            return
+        for block, is_table in _table_blocks(columns):
+            if is_table:
+                leaves.append(block)  # read row by row: a name, its party, its votes
+            else:
+                _cut(block, gutter, leaves)
         return
     strips = _strips(segs)
     if len(strips) == 1:
@@ -143,6 +151,28 @@ def _cut(segs: list[Segment], gutter: float, leaves: list[list[Segment]]) -> Non
         return
     for group in groups:
         _cut(group, gutter, leaves)
+
+
+def _table_blocks(columns: list[list[Segment]]) -> list[tuple[list[Segment], bool]]:
+    """The columns, each narrow one whose lines sit on the lines of the column to its left (a table's
+    value column: a party, a count) merged into that column as one table block."""
+    blocks: list[tuple[list[Segment], bool]] = [(columns[0], False)]
+    for column in columns[1:]:
+        left = blocks[-1][0]
+        size = statistics.median(s.size for s in column)
+        narrow = max(s.x1 - s.x0 for s in column) <= 8 * size
+        baselines = sorted(s.baseline for s in left)
+        on_rows = sum(_near(baselines, s.baseline, 0.3 * s.size) for s in column)
+        if narrow and len(column) >= 3 and on_rows >= 0.7 * len(column):
+            blocks[-1] = (left + column, True)
+        else:
+            blocks.append((column, False))
+    return blocks
+
+
+def _near(ordered: list[float], value: float, tolerance: float) -> bool:
+    index = bisect.bisect_left(ordered, value - tolerance)
+    return index < len(ordered) and ordered[index] <= value + tolerance
 
 
 def _gaps(segs: list[Segment], gutter: float) -> list[tuple[float, float]]:
