@@ -170,3 +170,8 @@ def test_dominant_angle_is_the_direction_most_glyphs_run_in():
     assert dominant_angle([0.0] * 10) == 0.0
     assert abs(dominant_angle([math.pi / 2] * 50 + [0.0] * 5) - math.pi / 2) < 1e-9
     assert abs(dominant_angle([0.2] * 30 + [0.2 + math.pi / 2] * 3) - 0.2) < 1e-9
+
+
+def test_two_single_quotes_drawn_as_a_double_quote_read_as_one():
+    text = page_text(_line("known as its \u2018\u2018pitch attitude.\u2019\u2019", 50, 700)).text
+    assert text == "known as its \u201cpitch attitude.\u201d"

@@ -78,6 +78,8 @@ def page_text(chars: list[Char]) -> PageText:
 def _clean(text: str) -> str:
     for ligature, letters in LIGATURES.items():
         text = text.replace(ligature, letters)
+    # Two single quotes drawn as a double quote (typesetters' ‘‘quoted’’): the reader sees “quoted”.
+    text = text.replace("\u2018\u2018", "\u201c").replace("\u2019\u2019", "\u201d")
     text = text.translate(_ZERO_WIDTH)
     text = "".join(" " if unicodedata.category(c) in ("Zs", "Cc") and c != LINE_END_HYPHEN else c for c in text)
     return re.sub(r" {2,}", " ", text).strip()
