@@ -44,8 +44,13 @@ def atomic_write_bytes(path: Path | str, data: bytes) -> None:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException as exc:
-        # BaseException too: a Ctrl-C mid-write must not leave a stray temporary file either.
-        tmp.unlink(missing_ok=True)
+        # BaseException too: a Ctrl-C mid-write must not leave a stray temporary file either. The cleanup
+        # itself may fail the same way the write did (the parent is a file: NotADirectoryError); that must
+        # not hide the error being reported.
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
         if isinstance(exc, OSError):
             raise OutputError(f"{path}: cannot write the output ({exc.strerror or exc}); check that the "
                               "directory is writable and the disk has space") from None
