@@ -58,6 +58,24 @@ def atomic_write_bytes(path: Path | str, data: bytes) -> None:
     fsync_dir(path.parent)
 
 
+def check_target(path: Path | str, flag: str, directory: bool = False) -> None:
+    """Fail now, before any work, when `path` can never be written: a file target that is a directory, a
+    directory target that is a file, or an existing ancestor that is not a directory.
+
+    Raises:
+        OutputError: naming `flag` and the path in the way.
+    """
+    path = Path(path)
+    if path.exists() and path.is_dir() != directory:
+        kind = "a file" if directory else "a directory"
+        raise OutputError(f"{flag} {path}: is {kind}; give a {'directory' if directory else 'file'} path")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise OutputError(f"{flag} {path}: {parent} is a file, not a directory")
+            return
+
+
 def fsync_dir(directory: Path) -> None:
     """Make a rename or unlink in `directory` durable (a no-op where directories cannot be opened)."""
     # Makes the rename/unlink itself durable. Not possible on Windows (directories cannot be opened).

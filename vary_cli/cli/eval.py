@@ -18,6 +18,7 @@ import typer
 from .common import (DebugOption, DeviceOption, DtypeOption, MaxTokensOption, ModelOption, fail,
                      generation_config, load_model, stderr)
 from ..errors import VaryError
+from ..files import check_target
 
 eval_app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                        help="Score outputs with the paper's metrics, computed as each benchmark computes them.")
@@ -69,6 +70,7 @@ def score(
     relaxed accuracy with --task). Files pair by relative path without suffix, pages by source and page."""
     _check(protocol, task, swap_pred_gt)
     try:
+        _check_outputs(per_page, report)
         from ..eval.score import score_files
 
         result = score_files(pred, gt, task, protocol, swap_pred_gt, workers or None)
@@ -104,6 +106,8 @@ def run(
     """Run a model on a benchmark and score it. Predictions are kept as they finish: run again to resume."""
     _check(protocol, task, swap_pred_gt)
     try:
+        _check_outputs(per_page, report)
+        check_target(out, "--out", directory=True)
         from ..eval.readers import read_ground_truth
 
         benchmark = read_ground_truth(bench, task)
@@ -125,6 +129,14 @@ def run(
     except KeyboardInterrupt:
         stderr.print("interrupted; run again to resume")
         raise typer.Exit(code=130) from None
+
+
+def _check_outputs(per_page: Path | None, report: Path | None) -> None:
+    # Before scoring (minutes on a large set), not after it.
+    if per_page is not None:
+        check_target(per_page, "--per-page")
+    if report is not None:
+        check_target(report, "--report")
 
 
 def _item_printer():

@@ -23,7 +23,7 @@ from ..convert.output import PageStore, settings_fingerprint, source_fingerprint
 from ..convert.pipeline import convert_document, default_batch_size, generate_pages
 from ..convert.raster import open_document
 from ..render.results import PageResult
-from ..errors import InputError, VaryError, one_line
+from ..errors import InputError, OutputError, VaryError, one_line
 from ..files import atomic_write_text
 from ..models.loaded import LoadedModel
 from ..models.preprocess import load_image
@@ -39,7 +39,10 @@ def run_benchmark(loaded: LoadedModel, bench: Benchmark, out: Path, gen: Generat
                   prompt: str | None = None, batch_size: int = 0,
                   on_item: Callable[[int, int, str], None] | None = None) -> dict[str, str]:
     """Predictions (key -> text) of every item, generating only those not already kept under `out`."""
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file in the way (FileExistsError, NotADirectoryError), permissions
+        raise OutputError(f"{out}: cannot create the predictions directory ({exc.strerror or exc})") from None
     batch_size = batch_size or default_batch_size(loaded, gen.max_new_tokens)
     documents = [item for item in bench.items if item.pdf is not None and item.page is None]
     pages = [item for item in bench.items if not (item.pdf is not None and item.page is None)]

@@ -1,0 +1,48 @@
+"""`vary eval` bad inputs and faults (issue 21): one line, the right exit code, no partial output."""
+
+import pytest
+from typer.testing import CliRunner
+
+from cli_checks import assert_one_line_error
+from vary_cli.cli.app import app
+
+
+@pytest.fixture
+def pair(tmp_path):
+    pred, gt = tmp_path / "pred", tmp_path / "gt"
+    pred.mkdir(), gt.mkdir()
+    (pred / "a.md").write_text("one two three four\n")
+    (gt / "a.md").write_text("one two three five\n")
+    return pred, gt
+
+
+@pytest.mark.parametrize("flag", ["--report", "--per-page"])
+def test_an_output_under_a_file_is_one_line_before_scoring(pair, tmp_path, flag):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = CliRunner().invoke(app, ["eval", "score", *map(str, pair), flag, str(blocker / "x.out")])
+    assert_one_line_error(result, 1, flag, "a-file is a file, not a directory")
+    assert blocker.read_text() == "" and sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "gt", "pred"]
+
+
+def test_eval_run_out_an_existing_file_is_one_line(tmp_path):
+    bench = tmp_path / "bench.jsonl"
+    bench.write_text('{"id": "1", "image": "1.png", "answers": ["x"]}\n')
+    out = tmp_path / "taken"
+    out.write_text("mine")
+    # No --model that exists: the check comes before anything is loaded.
+    result = CliRunner().invoke(app, ["eval", "run", str(bench), "--out", str(out), "--model", str(tmp_path / "none")])
+    assert_one_line_error(result, 1, f"--out {out}: is a file")
+    assert out.read_text() == "mine"
+
+
+def test_run_benchmark_into_a_file_is_an_output_error(tmp_path):
+    from vary_cli.engine.generate import GenerationConfig
+    from vary_cli.errors import OutputError
+    from vary_cli.eval.readers import Benchmark
+    from vary_cli.eval.run import run_benchmark
+
+    out = tmp_path / "taken"
+    out.write_text("mine")
+    with pytest.raises(OutputError, match="cannot create the predictions directory"):
+        run_benchmark(None, Benchmark(tmp_path, "ocr"), out, GenerationConfig(max_new_tokens=1))
