@@ -78,7 +78,8 @@ def _report(summary, what: str) -> None:
     for error in summary.errors:
         stderr.print(f"[red]error:[/red] {escape(error)}")
     skipped = sum(summary.skipped.values())
-    reasons = "; ".join(f"{n} {reason}" for reason, n in summary.skipped.most_common())
+    reasons = "; ".join(f"{n} {reason} (e.g. {summary.examples[reason]})" if reason in summary.examples
+                        else f"{n} {reason}" for reason, n in summary.skipped.most_common())
     stderr.print(f"wrote {summary.records} records to {escape(str(summary.data))} from {summary.items} {what}"
                  + (f" ({summary.resumed} resumed)" if summary.resumed else "")
                  + (f"; skipped {skipped}: {escape(reasons)}" if skipped else ""))

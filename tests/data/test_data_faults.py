@@ -1,0 +1,71 @@
+"""`vary data` bad inputs and faults (issue 21): one line, the right exit code, no partial output; a bad
+image is named, skipped and counted."""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from cli_checks import assert_one_line_error
+from vary_cli.cli.app import app
+
+runner = CliRunner()
+
+
+def _photo(path: Path, size=(60, 40)) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, (30, 120, 40)).save(path)
+    return path
+
+
+def _bomb(path: Path) -> Path:
+    """A small PNG whose header claims 40000 x 40000 pixels: past Pillow's 2 x MAX_IMAGE_PIXELS limit."""
+    _photo(path, (8, 8))
+    data = bytearray(path.read_bytes())
+    ihdr = data.index(b"IHDR")
+    data[ihdr + 4:ihdr + 12] = struct.pack(">II", 40000, 40000)
+    data[ihdr + 17:ihdr + 21] = struct.pack(">I", zlib.crc32(bytes(data[ihdr:ihdr + 17])))
+    path.write_bytes(bytes(data))
+    with pytest.raises(Image.DecompressionBombError):
+        Image.open(path)
+    return path
+
+
+def _coco(path: Path, images: list[dict], annotations: list[dict]) -> Path:
+    path.write_text(json.dumps({"images": images, "annotations": annotations,
+                                "categories": [{"id": 1, "name": "cat"}]}))
+    return path
+
+
+def test_negatives_skip_a_decompression_bomb_by_name_and_count_it(tmp_path):
+    photos = tmp_path / "photos"
+    _photo(photos / "ok.png")
+    _bomb(photos / "bomb.png")
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["data", "negatives", str(photos), "--out", str(out), "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    assert "skipped 1: 1 image too large (decompression bomb) (e.g. bomb.png)" in result.stderr
+    assert "Traceback" not in result.output
+    assert [json.loads(line)["id"] for line in (out / "data.jsonl").read_text().splitlines()] == ["ok.png"]
+    assert json.loads((out / "manifest.json").read_text())["skipped"] == {"image too large (decompression bomb)": 1}
+
+
+def test_detection_skips_a_decompression_bomb_by_name_and_count_it(tmp_path):
+    images = tmp_path / "images"
+    _photo(images / "ok.png")
+    _bomb(images / "bomb.png")
+    coco = _coco(tmp_path / "coco.json",
+                 [{"id": 1, "file_name": "ok.png"}, {"id": 2, "file_name": "bomb.png"}],
+                 [{"image_id": i, "category_id": 1, "bbox": [1, 1, 4, 4]} for i in (1, 2)])
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["data", "detection", str(coco), "--images", str(images), "--out", str(out),
+                                 "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    assert "1 image too large (decompression bomb) (e.g. bomb.png)" in result.stderr
+    assert json.loads((out / "manifest.json").read_text())["skipped"] == {"image too large (decompression bomb)": 1}
