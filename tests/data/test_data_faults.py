@@ -69,3 +69,45 @@ def test_detection_skips_a_decompression_bomb_by_name_and_count_it(tmp_path):
     assert result.exit_code == 0, result.output
     assert "1 image too large (decompression bomb) (e.g. bomb.png)" in result.stderr
     assert json.loads((out / "manifest.json").read_text())["skipped"] == {"image too large (decompression bomb)": 1}
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("three_number_bbox", 'annotations[1]: "bbox" must be 4 numbers [x, y, w, h]'),
+    ("null_file_name", 'images[1]: "file_name" must be a non-empty string, not None'),
+    ("nan_bbox", 'annotations[0]: "bbox" must be 4 numbers'),
+    ("unknown_category", "annotations[0]: category_id 7 is not in \"categories\""),
+    ("annotation_not_an_object", "annotations[1]: expected an object, not list"),
+    ("missing_image_id", 'images[0]: missing "id"'),
+    ("list_id", 'images[0]: "id" must be an integer or a string'),
+    ("duplicate_file_name", "images[1]: file_name 'a.png' appears twice"),
+    ("zero_width", 'images[0]: "width" must be a positive number, not 0'),
+])
+def test_a_malformed_coco_entry_is_named_in_one_line(tmp_path, case, expected):
+    images_dir = tmp_path / "images"
+    _photo(images_dir / "a.png")
+    images = [{"id": 1, "file_name": "a.png"}, {"id": 2, "file_name": "b.png"}]
+    annotations = [{"image_id": 1, "category_id": 1, "bbox": [1, 1, 4, 4]},
+                   {"image_id": 2, "category_id": 1, "bbox": [1, 1, 4, 4]}]
+    if case == "three_number_bbox":
+        annotations[1]["bbox"] = [1, 1, 4]
+    elif case == "null_file_name":
+        images[1]["file_name"] = None
+    elif case == "nan_bbox":
+        annotations[0]["bbox"] = [1, 1, float("nan"), 4]
+    elif case == "unknown_category":
+        annotations[0]["category_id"] = 7
+    elif case == "annotation_not_an_object":
+        annotations[1] = [1, 2]
+    elif case == "missing_image_id":
+        del images[0]["id"]
+    elif case == "list_id":
+        images[0]["id"] = [1]
+    elif case == "duplicate_file_name":
+        images[1]["file_name"] = "a.png"
+    else:
+        images[0]["width"] = 0
+    coco = _coco(tmp_path / "coco.json", images, annotations)
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["data", "detection", str(coco), "--images", str(images_dir), "--out", str(out)])
+    assert_one_line_error(result, 2, f"{coco}: {expected}")
+    assert not out.exists()
