@@ -111,3 +111,37 @@ def test_a_malformed_coco_entry_is_named_in_one_line(tmp_path, case, expected):
     result = runner.invoke(app, ["data", "detection", str(coco), "--images", str(images_dir), "--out", str(out)])
     assert_one_line_error(result, 2, f"{coco}: {expected}")
     assert not out.exists()
+
+
+def _data(folder: Path, records: list) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    _photo(folder / "p.png")
+    (folder / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    return folder
+
+
+@pytest.mark.parametrize("weight", ["inf", "nan", "-1", "-inf"])
+def test_mix_weights_must_be_finite_and_not_negative(tmp_path, weight):
+    source = _data(tmp_path / "a", [{"image": "p.png", "text": "x"}])
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["data", "mix", f"{source}:{weight}", "--out", str(out)])
+    assert_one_line_error(result, 2, f"{source}:{weight}: the weight must be a finite number >= 0")
+    assert not out.exists()
+
+
+def test_mix_refuses_a_bad_source_record_by_file_and_line_and_writes_nothing(tmp_path):
+    good = _data(tmp_path / "good", [{"image": "p.png", "text": "x"}] * 3)
+    bad = _data(tmp_path / "bad", [{"image": "p.png", "text": "x"}, {"image": "p.png", "caption": "neither"}])
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["data", "mix", str(good), str(bad), "--out", str(out)])
+    assert_one_line_error(result, 2, f"{bad / 'data.jsonl'}:2: a sample needs 'conversations'")
+    assert not out.exists()
+
+
+def test_mix_out_under_a_file_is_one_line(tmp_path):
+    source = _data(tmp_path / "a", [{"image": "p.png", "text": "x"}])
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = runner.invoke(app, ["data", "mix", str(source), "--out", str(blocker / "mix")])
+    assert_one_line_error(result, 1, "a-file is a file, not a directory")
+    assert blocker.read_text() == ""

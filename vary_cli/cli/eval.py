@@ -16,7 +16,7 @@ from typing import Annotated, Optional
 import typer
 
 from .common import (DebugOption, DeviceOption, DtypeOption, MaxTokensOption, ModelOption, fail,
-                     generation_config, load_model, stderr)
+                     generation_config, labelled, load_model, stderr, stdout_console)
 from ..errors import VaryError
 from ..files import check_target
 
@@ -156,16 +156,15 @@ def _finish(result, as_json: bool, per_page: Path | None, report: Path | None, t
         atomic_write_text(report, render_report(result, title))
     data = result.to_json()
     for note in result.notes:
-        stderr.print(f"[yellow]note:[/yellow] {note}")
+        stderr.print(labelled("note:", "yellow", note))
     if result.unpaired_ground_truth or result.unpaired_predictions:
         shown = result.unpaired_ground_truth[:10] + result.unpaired_predictions[:10]
-        stderr.print(f"[yellow]unpaired:[/yellow] {len(result.unpaired_ground_truth)} ground truth without a "
-                     f"prediction, {len(result.unpaired_predictions)} predictions without ground truth "
-                     f"(e.g. {', '.join(shown)})")
+        stderr.print(labelled("unpaired:", "yellow", f"{len(result.unpaired_ground_truth)} ground truth without "
+                              f"a prediction, {len(result.unpaired_predictions)} predictions without ground truth "
+                              f"(e.g. {', '.join(shown)})"))
     if as_json:
         sys.stdout.write(json.dumps(data, ensure_ascii=False) + "\n")
         return
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"{data['task']} means")
@@ -173,7 +172,7 @@ def _finish(result, as_json: bool, per_page: Path | None, report: Path | None, t
     table.add_column("mean", justify="right")
     for name, value in data["metrics"].items():
         table.add_row(name, "unavailable" if value is None else f"{value:.4f}")
-    console = Console(highlight=False)
+    console = stdout_console()
     console.print(table)
     console.print(f"protocol: {data['protocol']}\norder: {data['order']}")
     console.print(f"pairs {data['pairs']}, scored {data['scored']}, skipped {data['skipped']}, empty predictions "
