@@ -46,3 +46,33 @@ def test_run_benchmark_into_a_file_is_an_output_error(tmp_path):
     out.write_text("mine")
     with pytest.raises(OutputError, match="cannot create the predictions directory"):
         run_benchmark(None, Benchmark(tmp_path, "ocr"), out, GenerationConfig(max_new_tokens=1))
+
+
+@pytest.mark.parametrize("case", ["empty_gt_dir", "only_jsonl_predictions", "every_pair_skipped"])
+def test_nothing_scored_is_exit_2_in_one_line_saying_why(pair, tmp_path, case):
+    pred, gt = pair
+    args = []
+    if case == "empty_gt_dir":
+        (gt / "a.md").unlink()
+        expected = f"{gt}: no ground truth to score against"
+    elif case == "only_jsonl_predictions":
+        (pred / "a.md").unlink()
+        (pred / "pages.jsonl").write_text('{"source": "a.pdf", "page": 1, "text": "one"}\n')
+        expected = f"{pred}: no predictions to score (a directory is read for .md/.mmd/.txt/.tex files; give a .jsonl"
+    else:
+        (pred / "a.md").write_text("one")
+        args = ["--protocol", "nougat"]
+        expected = "nothing was scored: all 1 pairs were skipped (prediction shorter than 4 characters"
+    report = tmp_path / "r.html"
+    result = CliRunner().invoke(app, ["eval", "score", str(pred), str(gt), *args, "--report", str(report)])
+    assert_one_line_error(result, 2, expected)
+    assert not report.exists()
+
+
+def test_eval_run_on_an_empty_manifest_is_one_line(tmp_path):
+    bench = tmp_path / "bench.jsonl"
+    bench.write_text("\n")
+    result = CliRunner().invoke(app, ["eval", "run", str(bench), "--out", str(tmp_path / "o"),
+                                      "--model", str(tmp_path / "none")])
+    assert_one_line_error(result, 2, f"{bench}: no items to run")
+    assert not (tmp_path / "o").exists()

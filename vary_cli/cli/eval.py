@@ -111,6 +111,10 @@ def run(
         from ..eval.readers import read_ground_truth
 
         benchmark = read_ground_truth(bench, task)
+        if not benchmark.items:
+            from ..errors import InputError
+
+            raise InputError(f"{bench}: no items to run")
         if task:
             benchmark.task = task
         if limit:
@@ -146,7 +150,12 @@ def _item_printer():
 
 
 def _finish(result, as_json: bool, per_page: Path | None, report: Path | None, title: str) -> None:
+    from ..errors import InputError
     from ..files import atomic_write_text
+
+    why = result.nothing_scored()
+    if why:  # every metric would be "unavailable": an error, not a table of blanks
+        raise InputError(why)
 
     if per_page is not None:
         atomic_write_text(per_page, "".join(json.dumps(p.to_json(), ensure_ascii=False) + "\n" for p in result.pages))

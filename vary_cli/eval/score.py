@@ -65,6 +65,15 @@ class ScoreReport:
     def scored(self) -> list[PageScore]:
         return [p for p in self.pages if p.skipped is None]
 
+    def nothing_scored(self) -> str | None:
+        """Why no page counts in the means, or None when some do (the CLI makes it an error, exit 2)."""
+        if self.scored:
+            return None
+        if not self.pages:
+            return "nothing was scored: no prediction pairs with the ground truth"
+        reasons = sorted({p.skipped for p in self.pages if p.skipped})
+        return f"nothing was scored: all {len(self.pages)} pairs were skipped ({'; '.join(reasons)[:200]})"
+
     def means(self) -> dict[str, float | None]:
         out: dict[str, float | None] = {}
         for name in self.metric_names:
@@ -91,12 +100,24 @@ def score_files(pred: Path, gt: Path, task: str | None = None, protocol: str = D
     bench = read_ground_truth(gt, task)
     if task and bench.task != task:
         bench.task = task
+    if not bench.items:
+        raise InputError(f"{gt}: no ground truth to score against{_layout_hint(gt)}")
     predictions = read_predictions(pred)
-    if bench.items and predictions and not any(item.key in predictions for item in bench.items):
+    if not predictions:
+        raise InputError(f"{pred}: no predictions to score{_layout_hint(pred)}")
+    if not any(item.key in predictions for item in bench.items):
         raise InputError(f"{pred} and {gt}: no prediction pairs with the ground truth (keys look like "
                          f"{next(iter(predictions))!r} and {bench.items[0].key!r}); see `vary eval score --help` "
                          "for how each layout is keyed")
     return score_items(bench, predictions, protocol, swap, workers, with_meteor)
+
+
+def _layout_hint(path: Path) -> str:
+    if not path.is_dir():
+        return ""
+    if any(path.rglob("*.jsonl")):  # a directory is read for page files only, never its JSONL
+        return " (a directory is read for .md/.mmd/.txt/.tex files; give a .jsonl file itself)"
+    return " (a directory is read for .md/.mmd/.txt/.tex files and holds none)"
 
 
 def score_items(bench: Benchmark, predictions: dict[str, str], protocol: str = DEFAULT_PROTOCOL,
