@@ -124,10 +124,17 @@ def run(
         from ..eval.run import run_benchmark
         from ..eval.score import score_items
 
-        predictions = run_benchmark(loaded, benchmark, out, gen, prompt=prompt, batch_size=batch_size,
-                                    on_item=None if as_json else _item_printer())
-        result = score_items(benchmark, predictions, protocol, swap_pred_gt, workers or None)
+        outcome = run_benchmark(loaded, benchmark, out, gen, prompt=prompt, batch_size=batch_size,
+                                on_item=None if as_json else _item_printer())
+        result = score_items(benchmark, outcome.predictions, protocol, swap_pred_gt, workers or None,
+                             failed=outcome.failed)
         _finish(result, as_json, per_page, report, f"vary eval run {bench} --model {model}")
+        if result.failed:
+            for key, why in list(result.failed.items())[:10]:
+                stderr.print(labelled("failed:", "red", f"{key}: {why}"))
+            stderr.print(f"{len(result.failed)} item(s) failed and are left out of the means; run the same "
+                         "command again to retry them")
+            raise typer.Exit(code=1)
     except VaryError as error:
         fail(error, debug)
     except KeyboardInterrupt:
@@ -184,6 +191,7 @@ def _finish(result, as_json: bool, per_page: Path | None, report: Path | None, t
     console = stdout_console()
     console.print(table)
     console.print(f"protocol: {data['protocol']}\norder: {data['order']}")
-    console.print(f"pairs {data['pairs']}, scored {data['scored']}, skipped {data['skipped']}, empty predictions "
+    failed = f" ({data['failed']} failed)" if data["failed"] else ""
+    console.print(f"pairs {data['pairs']}, scored {data['scored']}, skipped {data['skipped']}{failed}, empty predictions "
                   f"{data['empty_predictions']}, unpaired {data['unpaired']['ground_truth']} ground truth / "
                   f"{data['unpaired']['predictions']} predictions")

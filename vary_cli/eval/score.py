@@ -56,6 +56,8 @@ class ScoreReport:
     unpaired_predictions: list[str] = field(default_factory=list)
     unpaired_ground_truth: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    """Items `vary eval run` could not run (key -> why): skipped, so they do not count as empty predictions."""
 
     @property
     def metric_names(self) -> tuple[str, ...]:
@@ -84,7 +86,8 @@ class ScoreReport:
     def to_json(self) -> dict:
         return {"task": self.task, "protocol": self.protocol, "order": self.order, "metrics": self.means(),
                 "pairs": len(self.pages), "scored": len(self.scored), "skipped": len(self.pages) - len(self.scored),
-                "empty_predictions": sum(not p.prediction for p in self.pages),
+                "failed": len(self.failed),
+                "empty_predictions": sum(not p.prediction for p in self.pages if p.key not in self.failed),
                 "unpaired": {"predictions": len(self.unpaired_predictions),
                              "ground_truth": len(self.unpaired_ground_truth)},
                 "notes": self.notes}
@@ -121,9 +124,12 @@ def _layout_hint(path: Path) -> str:
 
 
 def score_items(bench: Benchmark, predictions: dict[str, str], protocol: str = DEFAULT_PROTOCOL,
-                swap: bool = False, workers: int | None = None, with_meteor: bool = True) -> ScoreReport:
-    """Score `predictions` (key -> text) against the benchmark's items."""
-    paired = [item for item in bench.items if item.key in predictions]
+                swap: bool = False, workers: int | None = None, with_meteor: bool = True,
+                failed: dict[str, str] | None = None) -> ScoreReport:
+    """Score `predictions` (key -> text) against the benchmark's items; `failed` items (key -> why) are
+    skipped with their reason, not scored as empty predictions."""
+    failed = failed or {}
+    paired = [item for item in bench.items if item.key in predictions and item.key not in failed]
     known = {item.key for item in bench.items}
     unpaired_pred = sorted(k for k in predictions if k not in known)
     unpaired_gt = [item.key for item in bench.items if item.key not in predictions]
@@ -137,6 +143,13 @@ def score_items(bench: Benchmark, predictions: dict[str, str], protocol: str = D
                  else "prediction vs ground truth")
         report = ScoreReport("ocr", f"{chosen.name} ({chosen.source})", order, pages, notes=notes)
     report.unpaired_predictions, report.unpaired_ground_truth = unpaired_pred, unpaired_gt
+    report.failed = {item.key: failed[item.key] for item in bench.items if item.key in failed}
+    if failed:  # in the benchmark's order, as the pages the items took part in
+        skipped = {item.key: PageScore(item.key, "", item.answers, skipped=f"failed: {failed[item.key]}",
+                                       image=item.image) for item in bench.items if item.key in failed}
+        scored = {page.key: page for page in report.pages}
+        report.pages = [scored.get(item.key) or skipped[item.key] for item in bench.items
+                        if item.key in scored or item.key in skipped]
     return report
 
 
