@@ -76,3 +76,27 @@ def test_eval_run_on_an_empty_manifest_is_one_line(tmp_path):
                                       "--model", str(tmp_path / "none")])
     assert_one_line_error(result, 2, f"{bench}: no items to run")
     assert not (tmp_path / "o").exists()
+
+
+def test_a_page_past_the_meteor_limit_gets_no_meteor_and_is_counted(pair, tmp_path, monkeypatch):
+    import json
+
+    from vary_cli.eval import score
+    from vary_cli.eval.wordnet import ensure_wordnet
+
+    if ensure_wordnet()[1]:
+        pytest.skip("needs WordNet")
+    monkeypatch.setattr(score, "METEOR_MAX_TOKENS", 6)  # the real limit is 20,000 tokens; the rule is the same
+    pred, gt = pair
+    (pred / "long.md").write_text("one two three four five six seven\n")  # 7 tokens
+    (gt / "long.md").write_text("one two three four five six\n")
+    per_page, report = tmp_path / "pages.jsonl", tmp_path / "r.html"
+    result = CliRunner().invoke(app, ["eval", "score", str(pred), str(gt), "--json", "--per-page", str(per_page),
+                                      "--report", str(report)])
+    assert result.exit_code == 0, result.output
+    note = "METEOR left out on 1 page(s) with more than 6 tokens on a side"
+    assert note in result.stderr and note in json.loads(result.stdout)["notes"][0] and note in report.read_text()
+    pages = {p["key"]: p for p in map(json.loads, per_page.read_text().splitlines())}
+    assert pages["long"]["meteor"] is None and pages["long"]["bleu"] is not None and "meteor_skipped" not in pages["long"]
+    assert pages["a"]["meteor"] is not None
+    assert json.loads(result.stdout)["metrics"]["meteor"] == pytest.approx(pages["a"]["meteor"])

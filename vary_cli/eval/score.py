@@ -4,6 +4,9 @@
 train --eval-generate`. Edit distance is rapidfuzz's C code; tokenization, BLEU and METEOR (pure Python in
 nltk, the slow part) run over a pool of processes when there are enough pages to pay for it. WordNet is
 loaded once in the parent before the pool forks, so workers share it instead of each reading it again.
+nltk's METEOR takes time quadratic in a page's length (seconds at 20,000 tokens, most of an hour for a
+20 MB runaway page), so a page with more than METEOR_MAX_TOKENS tokens on either side gets no METEOR:
+its other metrics count, and a note says how many pages were left out of the METEOR mean.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ VQA_METRIC = {"docvqa": "anls", "chartqa": "relaxed_accuracy"}
 VQA_SOURCE = {"docvqa": "DocVQA official ANLS (threshold 0.5)", "chartqa": "pix2struct relaxed_correctness (5%)"}
 # Below this many pages a pool costs more to start than it saves.
 POOL_MIN_PAGES = 32
+# Pages of the benchmarks we follow have a few thousand tokens at most; past this METEOR is left out.
+METEOR_MAX_TOKENS = 20_000
 
 
 @dataclass
@@ -193,6 +198,12 @@ def score_ocr(items: list[Item], predictions: dict[str, str], protocol: Protocol
         results = [page_metrics(job) for job in jobs]
     for page, values in zip((p for p in pages if p.skipped is None), results):
         page.values = values
+    too_long = sum(1 for values in results if values.get("meteor_skipped"))
+    for values in results:
+        values.pop("meteor_skipped", None)
+    if too_long:
+        notes.append(f"METEOR left out on {too_long} page(s) with more than {METEOR_MAX_TOKENS:,} tokens on a side "
+                     "(nltk's METEOR is quadratic in page length); their other metrics count")
     return pages, notes
 
 
@@ -201,9 +212,13 @@ def page_metrics(job: tuple[str, str, str, bool]) -> dict[str, float | None]:
     pred, gt, tokenizer, with_meteor = job
     pred_tokens, gt_tokens = tokenize_pair(pred, gt, tokenizer)
     precision, recall, f1 = set_scores(pred_tokens, gt_tokens)
-    return {"edit_distance": edit_distance(pred, gt), "f1": f1, "precision": precision, "recall": recall,
-            "bleu": bleu(pred_tokens, gt_tokens),
-            "meteor": meteor(pred_tokens, gt_tokens) if with_meteor else None}
+    values: dict = {"edit_distance": edit_distance(pred, gt), "f1": f1, "precision": precision, "recall": recall,
+                    "bleu": bleu(pred_tokens, gt_tokens), "meteor": None}
+    if with_meteor and max(len(pred_tokens), len(gt_tokens)) > METEOR_MAX_TOKENS:
+        values["meteor_skipped"] = True  # counted and removed by score_ocr
+    elif with_meteor:
+        values["meteor"] = meteor(pred_tokens, gt_tokens)
+    return values
 
 
 def _load_wordnet() -> None:
