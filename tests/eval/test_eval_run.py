@@ -71,7 +71,7 @@ def test_run_scores_what_the_pipeline_reads_and_resumes(tiny_checkpoint, loaded,
     assert json.loads(again.stdout.strip().splitlines()[-1]) == data
 
 
-def test_a_failing_item_is_an_empty_prediction_and_the_rest_survive(loaded, manifest, tmp_path, monkeypatch):
+def test_a_failing_item_is_failed_with_its_reason_and_the_rest_survive(loaded, manifest, tmp_path, monkeypatch):
     bench = read_ground_truth(manifest)
     real = eval_run.read_images
 
@@ -85,12 +85,13 @@ def test_a_failing_item_is_an_empty_prediction_and_the_rest_survive(loaded, mani
         return real(loaded_, failing(), *a, **k)
 
     monkeypatch.setattr(eval_run, "read_images", flaky)
-    predictions = eval_run.run_benchmark(loaded, bench, tmp_path / "out", GEN, batch_size=4)
-    assert predictions["p1"] == "" and len(predictions) == 4
+    outcome = eval_run.run_benchmark(loaded, bench, tmp_path / "out", GEN, batch_size=4)
+    assert outcome.predictions["p1"] == "" and len(outcome.predictions) == 4
+    assert list(outcome.failed) == ["p1"] and "out of memory" in outcome.failed["p1"]
     kept = [json.loads(line) for line in (tmp_path / "out" / "predictions.jsonl").read_text().splitlines()]
     assert kept[1]["finish_reason"] == "error" and "out of memory" in kept[1]["error"]
     monkeypatch.setattr(eval_run, "read_images", real)  # the next run retries the failed item only
-    eval_run.run_benchmark(loaded, bench, tmp_path / "out", GEN, batch_size=4)
+    assert not eval_run.run_benchmark(loaded, bench, tmp_path / "out", GEN, batch_size=4).failed
     kept = [json.loads(line) for line in (tmp_path / "out" / "predictions.jsonl").read_text().splitlines()]
     assert [k["finish_reason"] for k in kept].count("error") == 0
 
@@ -103,7 +104,7 @@ def test_nougat_pairs_convert_whole_documents(loaded, tmp_path):
     (bench_dir / "paper.mmd").write_text("# Title\n\nSome text.\n")
     bench = read_ground_truth(bench_dir)
     assert [item.key for item in bench.items] == ["paper"] and bench.items[0].answers == ["# Title\n\nSome text."]
-    predictions = eval_run.run_benchmark(loaded, bench, tmp_path / "out", GEN, batch_size=2)
+    predictions = eval_run.run_benchmark(loaded, bench, tmp_path / "out", GEN, batch_size=2).predictions
     _, text = stream.convert_document(loaded, bench_dir / "paper.pdf", None, prompt="markdown", fmt="md", gen=GEN)
     assert "<!-- page" not in predictions["paper"]
     assert predictions["paper"] == "\n".join(l for l in text.splitlines() if not l.startswith("<!-- page")).strip()
@@ -136,3 +137,35 @@ def test_docvqa_layout_runs_with_the_questions_as_prompts(tiny_checkpoint, tmp_p
     data = json.loads(result.stdout.strip().splitlines()[-1])
     assert data["pairs"] == 1 and set(data["metrics"]) == {"anls"} and prompts == ["What is the date?"]
     assert "data:image/jpeg;base64," in report.read_text()
+
+
+def test_a_missing_image_is_reported_counted_left_out_and_exits_1(tiny_checkpoint, manifest, tmp_path):
+    (manifest.parent / "img" / "1.png").unlink()
+    out = tmp_path / "out"
+    per_page = tmp_path / "pages.jsonl"
+    result = CliRunner().invoke(app, ["eval", "run", str(manifest), "--model", str(tiny_checkpoint), "--out", str(out),
+                                      "--device", "cpu", "--max-new-tokens", "3", "--batch-size", "2", "--json",
+                                      "--per-page", str(per_page)])
+    assert result.exit_code == 1, result.output
+    data = json.loads(result.stdout.strip().splitlines()[-1])
+    assert (data["pairs"], data["scored"], data["skipped"], data["failed"]) == (4, 3, 1, 1)
+    failed = [line for line in result.stderr.splitlines() if line.startswith("failed:")]
+    assert len(failed) == 1 and failed[0].startswith("failed: p1: ") and "1.png" in failed[0]
+    assert "1 item(s) failed" in result.stderr and "Traceback" not in result.output
+    pages = {p["key"]: p for p in map(json.loads, per_page.read_text().splitlines())}
+    assert pages["p1"]["skipped"].startswith("failed: ") and "edit_distance" not in pages["p1"]
+    kept = {p["id"]: p for p in map(json.loads, (out / "predictions.jsonl").read_text().splitlines())}
+    assert kept["p1"]["finish_reason"] == "error" and kept["p0"]["finish_reason"] != "error"
+    # The failed item is not counted as an empty prediction.
+    assert data["empty_predictions"] == sum(not kept[k]["answer"] for k in ("p0", "p2", "doc-2"))
+
+
+def test_a_nougat_document_that_does_not_open_fails_alone(loaded, tmp_path):
+    bench_dir = tmp_path / "nougat"
+    bench_dir.mkdir()
+    Image.new("RGB", (100, 130), "white").save(bench_dir / "good.pdf")
+    (bench_dir / "good.mmd").write_text("text")
+    (bench_dir / "broken.pdf").write_bytes(b"%PDF-1.4\n garbage")
+    (bench_dir / "broken.mmd").write_text("text")
+    outcome = eval_run.run_benchmark(loaded, read_ground_truth(bench_dir), tmp_path / "out", GEN, batch_size=2)
+    assert list(outcome.failed) == ["broken"] and set(outcome.predictions) == {"good", "broken"}

@@ -13,11 +13,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
 from .common import (DebugOption, DeviceOption, DraftOption, DtypeOption, MaxTokensOption, ModelOption, PromptOption,
-                     SeedOption, TemperatureOption, TopPOption, draft_config, fail, generation_config, load_model,
-                     stderr)
+                     SeedOption, TemperatureOption, TopPOption, draft_config, fail, generation_config, labelled,
+                     load_model, stderr)
 from .convert import convert
 from .eval import eval_app
 from .data import data_app
@@ -73,9 +72,9 @@ def ocr(
             if result.finish_reason in ("length", "repetition"):
                 cause = f"--max-new-tokens {gen.max_new_tokens}" if result.finish_reason == "length" else \
                     "a repeating loop (the text before it is kept)"
-                stderr.print(f"[yellow]warning:[/yellow] {result.source}: stopped at {cause}")
+                stderr.print(labelled("warning:", "yellow", f"{result.source}: stopped at {cause}"))
             elif result.finish_reason == "error":
-                stderr.print(f"[red]error:[/red] {escape(result.source)}: {escape(result.error or '')}")
+                stderr.print(labelled("error:", "red", f"{result.source}: {result.error or ''}"))
         if failed:
             raise typer.Exit(code=1)
     except VaryError as error:
@@ -107,10 +106,10 @@ def main() -> None:
         code = help_request.exit_code
     except click.UsageError as error:
         command = error.ctx.command_path if error.ctx else "vary"
-        stderr.print(f"[red]error:[/red] {escape(one_line(error.format_message()))} (see `{command} --help`)")
+        stderr.print(labelled("error:", "red", f"{one_line(error.format_message())} (see `{command} --help`)"))
         code = error.exit_code
     except click.ClickException as error:
-        stderr.print(f"[red]error:[/red] {escape(one_line(error.format_message()))}")
+        stderr.print(labelled("error:", "red", one_line(error.format_message())))
         code = error.exit_code
     except typer.Abort:  # Ctrl-C outside a command body
         stderr.print("interrupted")

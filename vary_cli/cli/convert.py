@@ -18,7 +18,8 @@ from typing import Annotated, Optional
 import typer
 
 from .common import (DebugOption, DeviceOption, DraftOption, DtypeOption, MaxTokensOption, ModelOption, SeedOption,
-                     TemperatureOption, TopPOption, draft_config, fail, generation_config, load_model, stderr)
+                     TemperatureOption, TopPOption, draft_config, fail, generation_config, labelled, load_model,
+                     stderr)
 from ..errors import VaryError
 
 # The prompt each format gets unless --prompt says otherwise: Vary's document task writes Markdown with
@@ -180,7 +181,7 @@ def make_progress(quiet: bool, total_documents: int, plan_line=None):
             return False
 
         def message(self, text: str) -> None:
-            stderr.print(text)
+            stderr.print(_styled(text))
 
         def document_done(self, report) -> None:
             if quiet:
@@ -196,7 +197,8 @@ def make_progress(quiet: bool, total_documents: int, plan_line=None):
 
     class RichProgress(PlainProgress):
         def __init__(self) -> None:
-            self.bars = RichBars(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            # markup off: the description is a file name (user text)
+            self.bars = RichBars(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
                                  TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=stderr)
             self.documents = self.bars.add_task("documents", total=total_documents, rate="")
             self.pages = None
@@ -211,7 +213,7 @@ def make_progress(quiet: bool, total_documents: int, plan_line=None):
             return self.bars.__exit__(*exc)
 
         def message(self, text: str) -> None:
-            self.bars.console.print(text)
+            self.bars.console.print(_styled(text))
 
         def pages_planned(self, pages, already_done) -> None:
             super().pages_planned(pages, already_done)
@@ -237,3 +239,14 @@ def make_progress(quiet: bool, total_documents: int, plan_line=None):
                 super().document_done(report)
 
     return RichProgress()
+
+
+# convert/stream.py marks its error lines with this markup prefix; the consoles print no markup (the rest of
+# the line is user text), so the label is coloured here and the rest printed as it is.
+_ERROR_PREFIX = "[red]error:[/red] "
+
+
+def _styled(text: str):
+    if text.startswith(_ERROR_PREFIX):
+        return labelled("error:", "red", text[len(_ERROR_PREFIX):])
+    return text

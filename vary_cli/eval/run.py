@@ -1,8 +1,10 @@
 """`vary eval run`: run a model on a benchmark through the convert pipeline and keep every prediction.
 
 Page and question items (images, or single PDF pages) go through the one decode engine
-(`pipeline.read_images`, continuously batched, each item with its own prompt); an item that fails is an
-empty prediction (reported, and retried on the next run). Each finished item is appended to a
+(`pipeline.read_images`, continuously batched, each item with its own prompt); an item that fails (a
+missing image, a page the model cannot run) or a document that does not convert is *failed*: returned
+with its reason, left out of the means by the scorer, reported by the CLI (exit 1), and retried on the
+next run. Each finished item is appended to a
 `PageStore` resume store beside `OUT/predictions.jsonl` (fsynced), so a killed run resumes where it
 stopped; `predictions.jsonl` itself (`{"id", "answer", "finish_reason"}` per line, readable by `vary eval
 score`) is rewritten atomically at the end. nougat-style PDF + .mmd pairs are whole documents: each goes
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -22,10 +24,10 @@ from ..convert.pipeline import ImageItem, default_batch_size, read_images
 from ..convert.raster import open_document
 from ..convert.stream import convert_document
 from ..engine.config import GenerationConfig
-from ..errors import InputError
+from ..render.results import PageResult
+from ..errors import InputError, OutputError, VaryError, one_line
 from ..files import atomic_write_text
 from ..models.loaded import LoadedModel
-from ..render.results import PageResult
 from .readers import Benchmark, Item, read_text
 
 PREDICTIONS = "predictions.jsonl"
@@ -34,22 +36,43 @@ DEFAULT_PROMPT = {"ocr": "ocr", "docvqa": None, "chartqa": None}
 _PAGE_MARKER = re.compile(r"^<!-- page \d+ -->\n?", re.M)
 
 
+@dataclass
+class RunOutcome:
+    """What `run_benchmark` gives: every item's prediction, and the items that failed with why."""
+
+    predictions: dict[str, str]
+    """key -> text; a failed item's text is empty."""
+    failed: dict[str, str] = field(default_factory=dict)
+    """key -> one-line reason (a missing image, an error of the model); retried on the next run."""
+
+
 def run_benchmark(loaded: LoadedModel, bench: Benchmark, out: Path, gen: GenerationConfig, *,
                   prompt: str | None = None, batch_size: int = 0,
-                  on_item: Callable[[int, int, str], None] | None = None) -> dict[str, str]:
-    """Predictions (key -> text) of every item, generating only those not already kept under `out`."""
-    out.mkdir(parents=True, exist_ok=True)
+                  on_item: Callable[[int, int, str], None] | None = None) -> RunOutcome:
+    """Predictions of every item, generating only those not already kept under `out`."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file in the way (FileExistsError, NotADirectoryError), permissions
+        raise OutputError(f"{out}: cannot create the predictions directory ({exc.strerror or exc})") from None
     batch_size = batch_size or default_batch_size(loaded, gen.max_new_tokens)
     documents = [item for item in bench.items if item.pdf is not None and item.page is None]
     pages = [item for item in bench.items if not (item.pdf is not None and item.page is None)]
-    predictions: dict[str, str] = {}
+    outcome = RunOutcome({})
     for index, item in enumerate(documents, 1):
-        predictions[item.key] = _run_document(loaded, item, out, gen, prompt or "markdown", batch_size)
+        try:
+            outcome.predictions[item.key] = _run_document(loaded, item, out, gen, prompt or "markdown", batch_size)
+        except VaryError as exc:  # a PDF that does not open: this item fails, the others still run
+            outcome.predictions[item.key] = ""
+            outcome.failed[item.key] = one_line(exc)[:300]
         if on_item:
             on_item(index, len(bench.items), item.key)
     if pages:
-        predictions.update(_run_pages(loaded, bench, pages, out, gen, prompt, batch_size, on_item, len(documents)))
-    return predictions
+        results = _run_pages(loaded, bench, pages, out, gen, prompt, batch_size, on_item, len(documents))
+        for key, result in results.items():
+            outcome.predictions[key] = result.text
+            if result.finish_reason == "error":
+                outcome.failed[key] = result.error or "failed"
+    return outcome
 
 
 def _run_document(loaded: LoadedModel, item: Item, out: Path, gen: GenerationConfig, prompt: str,
@@ -68,7 +91,7 @@ def _prompt_for(item: Item, bench: Benchmark, override: str | None) -> str:
 
 
 def _run_pages(loaded: LoadedModel, bench: Benchmark, items: list[Item], out: Path, gen: GenerationConfig,
-               override: str | None, batch_size: int, on_item, offset: int) -> dict[str, str]:
+               override: str | None, batch_size: int, on_item, offset: int) -> dict[str, PageResult]:
     output = out / PREDICTIONS
     settings = {"model": str(loaded.directory), "dtype": str(loaded.dtype), "prompt": override,
                 "task": bench.task, "gen": asdict(gen)}
@@ -100,7 +123,7 @@ def _run_pages(loaded: LoadedModel, bench: Benchmark, items: list[Item], out: Pa
         atomic_write_text(output, "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines))
     finally:
         store.close()
-    return {key: result.text for key, result in results.items()}
+    return results
 
 
 def _image_or_error(item: Item):

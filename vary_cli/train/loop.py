@@ -38,7 +38,7 @@ from ..models.export import read_latest, remove_stale
 from .config import ADAM_BETAS, ADAM_EPS, TrainConfig
 from .dist import Dist, StepBatches, autocast_dtype, setup_distributed, wrap
 from .qwen import QwenRecipe
-from .state import METRICS_FILE, Recipe, RunState, TrainingModel, TrainProgress, restore, save, \
+from .state import METRICS_FILE, Recipe, RunState, TrainingModel, TrainProgress, restore, resume_point, save, \
     trim_metrics, write_metrics
 from .vocabulary import VocabularyRecipe, init_vocabulary
 
@@ -151,6 +151,9 @@ def _run(cfg: TrainConfig, dist: Dist, device: torch.device, progress: TrainProg
                         "that run, or choose another --out")
     if cfg.resume and start_dir is None:
         progress.message(f"nothing to resume in {out}; starting from {cfg.model}")
+    training_state = None
+    if start_dir is not None:  # read before the model loads: a torn state falls back to an earlier checkpoint
+        start_dir, training_state = resume_point(out, start_dir, progress.message)
     recipe = _load_recipe(cfg, dist, device, start_dir)
     model, config, tokenizer = recipe.model, recipe.config, recipe.tokenizer
 
@@ -196,7 +199,8 @@ def _run(cfg: TrainConfig, dist: Dist, device: torch.device, progress: TrainProg
 
     start = 0
     if start_dir is not None:
-        start = restore(run_, start_dir)
+        start = restore(run_, start_dir, training_state)
+        training_state = None  # the optimizer holds its own copy now
     if dist.main:
         trim_metrics(run_.metrics, start)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
