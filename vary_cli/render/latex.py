@@ -4,8 +4,8 @@
 wrap the pages. A page's Markdown (see `mathpix.repair_page`) is parsed with markdown-it-py and the
 dollarmath plugin, and its tokens are mapped: headings -> `\\section*` ... `\\subparagraph*`, lists ->
 itemize/enumerate (at most four deep, as LaTeX allows), bold/italic -> `\\textbf`/`\\emph`, code ->
-`\\texttt`, pipe tables and the model's tabulars -> `tabular` (rebuilt from the parsed cells, with
-`\\multicolumn`/`\\multirow`). Text outside math is escaped (the ten specials, plus `< > |`, which the
+`\\texttt`, pipe tables and the model's tabulars -> `tabular` or `longtable` (rebuilt from the parsed
+cells, with `\\multicolumn`/`\\multirow`, and set to fit the page by tablelayout.py). Text outside math is escaped (the ten specials, plus `< > |`, which the
 default OT1 font would set as other glyphs); math passes through as repaired.
 
 The engine is declared on the first line when the text needs one that reads Unicode:
@@ -26,7 +26,9 @@ from markdown_it import MarkdownIt
 from markdown_it.token import Token
 from mdit_py_plugins.dollarmath import dollarmath_plugin
 
-from .mathpix import PLACEHOLDER, Cell, RepairedPage, Table
+from .mathpix import PLACEHOLDER, RepairedPage
+from .tablelayout import BREAK, latex_table
+from .tables import Cell, Column, Table
 from .texmath import UnrepairableMath, repair_math
 
 _ESCAPES = {"\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "$": r"\$", "&": r"\&", "#": r"\#",
@@ -91,7 +93,9 @@ def document(bodies: list[str], commands: set[str]) -> str:
               r" for pdflatex; compile with xelatex}}\makeatother",
               r"\fi\fi",
               r"\usepackage{amsmath,amssymb}", r"\usepackage{graphicx}", r"\usepackage{booktabs}",
-              r"\IfFileExists{multirow.sty}{\usepackage{multirow}}{\providecommand{\multirow}[3]{##3}}"]
+              r"\usepackage{array,longtable}",
+              r"\IfFileExists{multirow.sty}{\usepackage{multirow}}{\providecommand{\multirow}[3]{#3}}"]
+    lines += _FIT_TABLE
     lines += [
         r"\setcounter{MaxMatrixCols}{100}",
         # amsmath's nested accents (\hat{\hat{a}\bar{b}}) read these before they are set.
@@ -104,30 +108,31 @@ def document(bodies: list[str], commands: set[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# A table in `varyfit` is measured: wider than the line it is shrunk to the line, or, wider than 1.5 lines
+# and lower than the line is wide, turned a quarter (landscape); then taller than the page, shrunk to it.
+_FIT_TABLE = [
+    r"\newsavebox\varyfitbox\newlength\varyfitheight\newif\ifvaryturn",
+    r"\newenvironment{varyfit}{\begin{lrbox}{\varyfitbox}}{\end{lrbox}\varyfitplace}",
+    r"\newcommand\varyfitplace{\varyturnfalse\setlength\varyfitheight{\ht\varyfitbox}"
+    r"\addtolength\varyfitheight{\dp\varyfitbox}"
+    r"\ifdim\wd\varyfitbox>1.5\linewidth\ifdim\varyfitheight<\linewidth\varyturntrue\fi\fi"
+    r"\ifvaryturn\sbox\varyfitbox{\rotatebox{90}{\usebox\varyfitbox}}"
+    r"\else\ifdim\wd\varyfitbox>\linewidth\sbox\varyfitbox{\resizebox{\linewidth}{!}{\usebox\varyfitbox}}\fi\fi"
+    r"\setlength\varyfitheight{\ht\varyfitbox}\addtolength\varyfitheight{\dp\varyfitbox}"
+    r"\ifdim\varyfitheight>\textheight\resizebox*{!}{\textheight}{\usebox\varyfitbox}\else\usebox\varyfitbox\fi}",
+]
+
+
 def _parser() -> MarkdownIt:
     md = MarkdownIt("commonmark").enable(["table", "strikethrough"])
     return md.use(dollarmath_plugin, allow_space=False, allow_digits=False)
 
 
 def table_latex(table: Table, marker: str) -> str:
-    """A tabular rebuilt from parsed cells: spec wide enough, spans as \\multicolumn/\\multirow, rules kept."""
+    """A table rebuilt from parsed cells (see tablelayout.py for widths, wrapping and shrinking)."""
     if not table.rows:
         return ""
-    lines = [r"\begin{center}", f"\\begin{{tabular}}{{{table.spec}}}"]
-    for k, row in enumerate(table.rows):
-        if k in table.rules:
-            lines.append(r"\hline")
-        lines.append(_row(_cell_latex(cell, marker) for cell in row))
-    if len(table.rows) in table.rules:
-        lines.append(r"\hline")
-    lines += [r"\end{tabular}", r"\end{center}"]
-    return "\n".join(lines)
-
-
-def _row(cells) -> str:
-    text = " & ".join(cells)
-    # A row that starts with `[` after the previous row's `\\` would be read as its `[length]` argument.
-    return ("{}" if text.startswith("[") else "") + text + r" \\"
+    return latex_table(table, [[_cell_latex(cell, marker) for cell in row] for row in table.rows])
 
 
 def _cell_latex(cell: Cell, marker: str) -> str:
@@ -137,14 +142,15 @@ def _cell_latex(cell: Cell, marker: str) -> str:
             parts.append(escape(str(value)))
         elif kind == "math":
             parts.append(f"${value.tex}$")  # type: ignore[union-attr]
+        elif kind == "break":
+            parts.append(BREAK)
+        elif kind == "table":
+            nested: Table = value  # type: ignore[assignment]
+            parts.append(latex_table(nested, [[_cell_latex(c, marker) for c in row] for row in nested.rows], nested=True)
+                         if nested.rows else "")
         else:
             parts.append(r"\textbf{" + escape(marker) + "}")
-    text = "".join(parts).strip()
-    if cell.rowspan > 1:
-        text = f"\\multirow{{{cell.rowspan}}}{{*}}{{{text}}}"
-    if cell.colspan > 1:
-        text = f"\\multicolumn{{{cell.colspan}}}{{c}}{{{text}}}"
-    return text
+    return re.sub(f"\\s*{BREAK}\\s*", BREAK, "".join(parts)).strip(BREAK + " \n")
 
 
 class _Writer:
@@ -217,17 +223,23 @@ class _Writer:
             i += 1
 
     def pipe_table(self, tokens: list[Token]) -> str:
-        rows: list[list[str]] = []
+        """A GFM pipe table: its first row is the header, ruled off as booktabs would; widths as any table."""
+        rows: list[list[Cell]] = []
+        texts: list[list[str]] = []
+        aligns: list[str] = []
         for token in tokens:
             if token.type == "tr_open":
                 rows.append([])
+                texts.append([])
+            elif token.type in ("th_open", "td_open") and len(rows) == 1:
+                style = str(token.attrs.get("style", ""))
+                aligns.append({"center": "c", "right": "r"}.get(style.rpartition(":")[2], "l"))
             elif token.type == "inline" and rows:
-                rows[-1].append(self.inline(token.children or []))
-        width = max((len(row) for row in rows), default=1)
-        lines = [r"\begin{center}", f"\\begin{{tabular}}{{{'l' * width}}}", r"\hline"]
-        lines += [_row(row) + ("\n\\hline" if k == 0 else "") for k, row in enumerate(rows)]
-        lines += [r"\hline", r"\end{tabular}", r"\end{center}"]
-        return "\n".join(lines)
+                rows[-1].append(Cell(parts=[("text", token.content)]))  # for the width estimate
+                texts[-1].append(self.inline(token.children or []))
+        table = Table(rows=rows, spec=[Column(align) for align in aligns], rules={0, 1, len(rows)})
+        table.spec += [Column() for _ in range(table.columns - len(table.spec))]
+        return latex_table(table, texts)
 
     def inline(self, tokens: list[Token]) -> str:
         parts = []

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import re
 
-from .mathpix import PLACEHOLDER, BrokenMath, Cell, RepairedPage, Table
+from .mathpix import PLACEHOLDER, BrokenMath, RepairedPage
+from .tables import Cell, Table
 
 
 def render_page(page: RepairedPage) -> str:
@@ -103,7 +104,13 @@ def _cell_markdown(cell: Cell, marker: str, in_pipe_table: bool) -> str:
             if in_pipe_table:
                 tex = tex.replace("\\|", "\\Vert ").replace("|", "\\vert ")
             parts.append(f" ${tex.strip()}$ ")
+        elif kind == "break":
+            parts.append(" <br> ")  # GFM keeps a cell on one line; `<br>` breaks it where it is shown
+        elif kind == "table":  # a nested tabular: one line per row
+            rows = [" ".join(_cell_markdown(c, marker, in_pipe_table) for c in row) for row in value.rows]  # type: ignore[union-attr]
+            parts.append(" " + " <br> ".join(row for row in rows if row.strip()) + " ")
         else:
             raw = " ".join(str(value).split())
             parts.append(f"{marker} `{raw.replace('`', '')}`")
-    return re.sub(r"\s+", " ", "".join(parts)).strip()
+    text = re.sub(r"\s+", " ", "".join(parts)).strip()
+    return re.sub(r"^(<br> ?)+|( ?<br>)+$", "", text)

@@ -7,9 +7,9 @@ tables:
 - math: `\\( \\)` and `$ $` inline; `\\[ \\]`, `$$ $$` and math environments (`equation`, `align`,
   `array`, ...) displayed. Each span is repaired by `texmath.repair_math`; a delimiter the model never
   closed ends at the next blank line. What cannot be repaired becomes a `[UNREPAIRABLE_MATH:N]` marker.
-- tables: `\\begin{tabular}` (an unclosed one runs to the end of the page) is parsed into rows and
-  cells with their `\\multicolumn`/`\\multirow` spans, the `table` float around it dropped and its
-  `\\caption` kept as text.
+- tables: `\\begin{tabular}`, `tabularx`, `longtable` (an unclosed one runs to the end of the page) and
+  olmOCR's HTML `<table>`s are parsed by tables.py into rows and cells with their spans and column
+  widths, the `table` float around them dropped and its `\\caption` kept as text.
 - nougat's `markdown_compatible` fixes: an equation number beside a display, `(1) \\[x\\]` or
   `\\[x\\] (1)`, becomes `\\tag{1}`; `\\mbox{\\boldmath$x$}` becomes `\\mathbf{x}` (`\\bm` is renamed
   in texmath).
@@ -25,7 +25,8 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 
-from .texmath import MathRepair, UnrepairableMath, _column_spec, repair_math
+from .tables import Table, braced, parse_html_table, parse_tabular
+from .texmath import MathRepair, UnrepairableMath, repair_math
 
 UNREPAIRABLE_MARKER = "[UNREPAIRABLE_MATH:{page}]"
 # Placeholders in RepairedPage.markdown: private-use characters the model text is cleaned of.
@@ -35,40 +36,9 @@ DISPLAY_ENVS = {"equation", "equation*", "align", "align*", "gather", "gather*",
                 "eqnarray", "eqnarray*", "displaymath", "flalign", "flalign*", "alignat", "alignat*",
                 "array", "matrix", "pmatrix", "bmatrix", "Bmatrix", "vmatrix", "Vmatrix", "cases", "aligned",
                 "gathered", "split", "subequations"}
-_OPENER = re.compile(r"\\begin\{(tabular\*?)\}|\\begin\{([A-Za-z]+\*?)\}|(\\\\)|^ {0,3}(`{3,}|~{3,})|\\\(|\\\[|"
-                     r"(?<!\\)\$\$|(?<!\\)\$|(`+)", re.M)
-_RULE = re.compile(r"\\(?:hline|toprule|midrule|bottomrule|cline\s*\{[^{}]*\}|cmidrule(?:\([^()]*\))?\s*\{[^{}]*\})")
+_OPENER = re.compile(r"\\begin\{(tabular\*?|tabularx|longtable)\}|\\begin\{([A-Za-z]+\*?)\}|(\\\\)|^ {0,3}(`{3,}|~{3,})|\\\(|\\\[|"
+                     r"(?<!\\)\$\$|(?<!\\)\$|(`+)|(<table\b[^<>]*>)", re.M | re.I)
 _EQUATION_NUMBER = r"\(\s*([\d.]+[a-zA-Z]?)\s*\)"
-
-
-@dataclass
-class Cell:
-    """One table cell: its content as ("text", str) / ("math", MathRepair) / ("broken", raw) parts."""
-
-    parts: list[tuple[str, object]]
-    colspan: int = 1
-    rowspan: int = 1
-
-    @property
-    def empty(self) -> bool:
-        return all(kind == "text" and not str(value).strip() for kind, value in self.parts)
-
-
-@dataclass
-class Table:
-    """A tabular: rows of cells as LaTeX writes them (a cell under a \\multirow is an empty cell)."""
-
-    rows: list[list[Cell]]
-    spec: str
-    rules: set[int] = field(default_factory=set)  # a rule is drawn above row i (len(rows): below the last)
-
-    @property
-    def columns(self) -> int:
-        return max((sum(cell.colspan for cell in row) for row in self.rows), default=0)
-
-    @property
-    def spans(self) -> bool:
-        return any(cell.colspan > 1 or cell.rowspan > 1 for row in self.rows for cell in row)
 
 
 @dataclass
@@ -147,8 +117,12 @@ def repair_page(text: str, page: int) -> RepairedPage:
         pieces.append(_markdown_text(lists, pieces, text[pos:match.start()]))
         if pieces[-1][-1:].isdigit() and token in ("\\(", "$"):
             pieces.append(" ")  # GitHub does not take `1$x$` as math
-        if match.group(1):
-            result.tables.append(parse_tabular(text[body_start:body_end], result))
+        if match.group(1) or match.group(6):
+            body = text[body_start:body_end]
+            if match.group(1) in ("tabularx", "tabular*"):
+                body = body[braced(body, 0)[1]:]  # the table's width: ours is the line's
+            table = parse_tabular(body, result.commands) if match.group(1) else parse_html_table(body, result.commands)
+            result.tables.append(table)
             pieces.append(f"\n\n\ue000T{len(result.tables) - 1}\ue001\n\n")
         else:
             display = token not in ("\\(", "$")
@@ -182,6 +156,9 @@ def _span_end(text: str, match: re.Match) -> tuple[int | None, int, int]:
     """(end of the whole span, start and end of its body); the end is None for a dollar that never closes."""
     token = match.group()
     start = match.end()
+    if match.group(6):
+        close = re.compile(r"</table\s*>", re.I).search(text, start)
+        return (close.end(), start, close.start()) if close else (len(text), start, len(text))
     if match.group(1) or match.group(2):
         name = match.group(1) or match.group(2)
         close = _matching_end(text, start, name)
@@ -280,121 +257,3 @@ def _math_markdown(body: str, display: bool, result: RepairedPage, in_table_row:
     if display:
         return f"\n\n$$\n{repaired.tex}\n$$\n\n"
     return "$" + repaired.tex.replace("\n", " ") + "$"
-
-
-def parse_tabular(source: str, result: RepairedPage) -> Table:
-    """Rows and cells of a tabular body (starting at its column spec), with spans and rules."""
-    pos = re.compile(r"\s*(\[[a-z]*\])?").match(source).end()  # \begin{tabular}[t]{..}
-    spec, pos = _braced(source, pos)
-    rows: list[list[Cell]] = []
-    rules: set[int] = set()
-    for raw_row in _split_top(source[pos:], "\\\\"):
-        raw_row = re.sub(r"^\s*\[[^\]]*\]", "", raw_row)  # `\\[2pt]`
-        if _RULE.search(raw_row):
-            rules.add(len(rows))
-            raw_row = _RULE.sub(" ", raw_row)
-        if not raw_row.strip():
-            continue
-        rows.append([_parse_cell(raw, result) for raw in _split_top(raw_row, "&")])
-    table = Table(rows=rows, spec="", rules=rules)
-    table.spec = _column_spec(spec, table.columns)
-    return table
-
-
-def _split_top(text: str, separator: str) -> list[str]:
-    """Split at `separator` outside braces and inline math (`\\&` and `\\\\` inside cells stay)."""
-    parts, depth, math, start, i = [], 0, None, 0, 0
-    while i < len(text):
-        if text.startswith("\\(", i) or text.startswith("\\)", i):
-            math = "(" if text[i + 1] == "(" else None
-            i += 2
-            continue
-        if text.startswith(separator, i) and depth == 0 and math is None:
-            parts.append(text[start:i])
-            i += len(separator)
-            start = i
-            continue
-        char = text[i]
-        if char == "\\":
-            i += 2
-            continue
-        if char == "$":
-            math = None if math == "$" else "$" if math is None else math
-        elif char == "{":
-            depth += 1
-        elif char == "}":
-            depth = max(0, depth - 1)
-        i += 1
-    parts.append(text[start:])
-    return parts
-
-
-def _braced(text: str, pos: int) -> tuple[str | None, int]:
-    """The content of the `{...}` group at `pos` (after spaces), and the position after it."""
-    found = re.compile(r"\s*\{").match(text, pos)
-    if not found:
-        return None, pos
-    depth, i = 1, found.end()
-    while i < len(text) and depth:
-        if text[i] == "\\":
-            i += 2
-            continue
-        depth += {"{": 1, "}": -1}.get(text[i], 0)
-        i += 1
-    return text[found.end():i - 1 if depth == 0 else i], i
-
-
-def _parse_cell(raw: str, result: RepairedPage) -> Cell:
-    colspan = rowspan = 1
-    raw = raw.strip()
-    for _ in range(2):  # \multicolumn{2}{c}{\multirow{3}{*}{x}} and the other way round
-        found = re.match(r"\\multicolumn\s*", raw)
-        if found:
-            count, pos = _braced(raw, found.end())
-            _, pos = _braced(raw, pos)
-            body, _ = _braced(raw, pos)
-            colspan = _count(count)
-            raw = (body or "").strip()
-        found = re.match(r"\\multirow\s*(\[[^\]]*\])?", raw)
-        if found:
-            count, pos = _braced(raw, found.end())
-            pos = re.compile(r"\s*(\[[^\]]*\])?").match(raw, pos).end()
-            _, pos = _braced(raw, pos)
-            pos = re.compile(r"\s*(\[[^\]]*\])?").match(raw, pos).end()
-            body, _ = _braced(raw, pos)
-            rowspan = _count(count)
-            raw = (body or "").strip()
-    return Cell(parts=_cell_parts(raw, result), colspan=colspan, rowspan=rowspan)
-
-
-def _count(text: str | None) -> int:
-    return min(int(text), 100) if text and text.strip().isdigit() and int(text) > 0 else 1
-
-
-def _cell_parts(raw: str, result: RepairedPage) -> list[tuple[str, object]]:
-    """Cell text as parts: inline math repaired, LaTeX text commands reduced to their text."""
-    parts: list[tuple[str, object]] = []
-    pos = 0
-    for found in re.finditer(r"\\\((.*?)(?:\\\)|$)|(?<!\\)\$(.+?)(?<!\\)\$|\\\[(.*?)(?:\\\]|$)", raw, re.S):
-        parts.append(("text", _plain_text(raw[pos:found.start()])))
-        body = next(g for g in found.groups() if g is not None)
-        try:
-            repaired = repair_math(body, display=False)
-            result.commands |= repaired.commands
-            parts.append(("math", repaired) if repaired.tex else ("text", " "))
-        except UnrepairableMath:
-            parts.append(("broken", body))
-        pos = found.end()
-    parts.append(("text", _plain_text(raw[pos:])))
-    return [part for part in parts if part[0] != "text" or part[1]]
-
-
-_TEXT_ESCAPES = {"\\%": "%", "\\&": "&", "\\_": "_", "\\#": "#", "\\$": "$", "\\{": "{", "\\}": "}",
-                 "\\textbackslash": "\\", "\\\\": " ", "~": " ", "\\ ": " ", "\\,": " "}
-
-
-def _plain_text(latex: str) -> str:
-    """LaTeX cell text as plain text: escapes undone, commands (\\textbf, \\makecell...) and braces dropped."""
-    text = re.sub(r"\\textbackslash\b|\\[%&_#${}\\ ,]|~|\\[A-Za-z]+\*?(?:\[[^\]]*\])?|[{}]",
-                  lambda m: _TEXT_ESCAPES.get(m.group(), ""), latex)
-    return re.sub(r"\s+", " ", text)
