@@ -104,8 +104,12 @@ def _measure(item: corpus.Item, engine: str, folder: Path) -> dict:
 def _markdown_math(item: corpus.Item) -> tuple[int, int]:
     """(math spans markdown-it + dollarmath finds in the md output, math spans of the input)."""
     md = render_document([_page(item)], "md")
-    parser = MarkdownIt("commonmark").enable(["table"]).use(dollarmath_plugin, allow_space=False, allow_digits=False)
-    tokens = parser.parse(md)
+    try:  # the Markdown writer's own reader, with its dollarmath work-around
+        from vary_cli.render.markdown import parser
+        tokens = parser().parse(md)
+    except ImportError:  # older trees: plain markdown-it + dollarmath
+        tokens = MarkdownIt("commonmark").enable(["table"]).use(dollarmath_plugin, allow_space=False,
+                                                                  allow_digits=False).parse(md)
     found = sum(t.type == "math_block" for t in tokens)
     found += sum(c.type == "math_inline" for t in tokens if t.type == "inline" for c in t.children or [])
     found += sum(len(re.findall(r"(?<!\\)\$[^$]+\$", t.content)) for t in tokens if t.type == "html_block")

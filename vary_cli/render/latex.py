@@ -22,10 +22,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from markdown_it import MarkdownIt
 from markdown_it.token import Token
-from mdit_py_plugins.dollarmath import dollarmath_plugin
 
+from .markdown import parser
 from .mathpix import PLACEHOLDER, RepairedPage
 from .tablelayout import BREAK, latex_table
 from .tables import Cell, Column, Table
@@ -62,7 +61,7 @@ class TexPage:
 def render_page(page: RepairedPage) -> TexPage:
     """The page body in LaTeX; see the module docstring."""
     writer = _Writer(page)
-    tokens = _parser().parse(page.markdown)
+    tokens = parser().parse(page.markdown)
     writer.blocks(tokens)
     writer.flush_comments()
     return TexPage(body=re.sub(r"\n{3,}", "\n\n", "".join(writer.out)).strip(), commands=writer.commands)
@@ -121,11 +120,6 @@ _FIT_TABLE = [
     r"\setlength\varyfitheight{\ht\varyfitbox}\addtolength\varyfitheight{\dp\varyfitbox}"
     r"\ifdim\varyfitheight>\textheight\resizebox*{!}{\textheight}{\usebox\varyfitbox}\else\usebox\varyfitbox\fi}",
 ]
-
-
-def _parser() -> MarkdownIt:
-    md = MarkdownIt("commonmark").enable(["table", "strikethrough"])
-    return md.use(dollarmath_plugin, allow_space=False, allow_digits=False)
 
 
 def table_latex(table: Table, marker: str) -> str:
