@@ -89,7 +89,10 @@ def page_soups(count: int, seed: int = 13) -> list[str]:
                  "> ", "1. ", "# ", "中", "😀", "x", "y^2", r"\frac{a}{b}", r"\left(", r"\right)", "%", "~", "^",
                  r"\textbf{", r"\section{", r"\item", r"\begin{itemize}", r"\end{itemize}", r"\begin{enumerate}",
                  r"\cline{1-2}", r"\toprule", "[", "]", "(1)", "word", "  ", "\t", "---", "| a | b |\n|---|---|\n",
-                 "<!-- c -->", "<b>", "![a](b)", "[l](u)", r"\\[2pt]", r"\&", r"\%", r"\$", "\\"]
+                 "<!-- c -->", "<b>", "![a](b)", "[l](u)", r"\\[2pt]", r"\&", r"\%", r"\$", "\\",
+                 r"\footnote{", r"\label{x}", r"\ref{", r"\href{u}{", r"\url{", r"\'{e}", r"\begin{center}",
+                 r"\end{center}", r"\title{", r"\author{", r"\emph{", r"\foo{", r"\v", "<table><tr><td>", "</td><td>",
+                 "</table>", r"\begin{tabular}{p{0.3\textwidth}|X}", r"\multirow{2}{*} ", r"\newline", r"\texttt{"]
     rng = random.Random(seed)
     return ["".join(rng.choice(fragments) + rng.choice(["", " "]) for _ in range(rng.randint(5, 60)))
             for _ in range(count)]

@@ -115,5 +115,5 @@ def test_pipe_tables_wrap_long_cells_and_keep_alignment():
 def test_cell_line_breaks_in_latex_and_markdown():
     page = repair_page(r"\begin{tabular}{lp{3cm}} \makecell{a \\ b} & c \newline d \\ \end{tabular}", 1)
     tex = table_latex(page.tables[0], "[M]")
-    assert r"\begin{tabular}[t]{@{}l@{}}a \\ b\end{tabular} & c\newline d \\" in tex, tex
+    assert r"\begin{tabular}[t]{@{}l@{}}a \\{} b\end{tabular} & c\newline d \\" in tex, tex
     assert "| a <br> b | c <br> d |" in markdown_page(page)

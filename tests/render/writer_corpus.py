@@ -197,7 +197,14 @@ def pdf_words(text: str) -> list[str]:
     """Words of extracted PDF text, with `hyphen-\\nated` words joined."""
     text = text.replace("\ufffe", "")  # pdfium's mark for a hyphen that TeX added at a line end
     text = re.sub(r"(\w)-\s*\n\s*(\w)", r"\1\2", unicodedata.normalize("NFKC", text))
-    return [_fold(word) for word in _WORD.findall(text)]
+    words = []
+    for word in _WORD.findall(text):
+        words.append(_fold(word))
+        # A footnote mark is a digit glued to the word before it ("pages1") or after it ("1Code").
+        glued = re.fullmatch(r"([^\W\d_]+)(\d+)|(\d+)([^\W\d_]+)", word)
+        if glued:
+            words += [_fold(part) for part in glued.groups() if part]
+    return words
 
 
 def _fold(word: str) -> str:

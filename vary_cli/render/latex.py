@@ -61,7 +61,7 @@ class TexPage:
 def render_page(page: RepairedPage) -> TexPage:
     """The page body in LaTeX; see the module docstring."""
     writer = _Writer(page)
-    tokens = parser().parse(page.markdown)
+    tokens = writer.footnotes(parser().parse(page.markdown))
     writer.blocks(tokens)
     writer.flush_comments()
     return TexPage(body=re.sub(r"\n{3,}", "\n\n", "".join(writer.out)).strip(), commands=writer.commands)
@@ -124,7 +124,7 @@ _FIT_TABLE = [
 
 def table_latex(table: Table, marker: str) -> str:
     """A table rebuilt from parsed cells (see tablelayout.py for widths, wrapping and shrinking)."""
-    if not table.rows:
+    if not table.columns:
         return ""
     return latex_table(table, [[_cell_latex(cell, marker) for cell in row] for row in table.rows])
 
@@ -141,7 +141,7 @@ def _cell_latex(cell: Cell, marker: str) -> str:
         elif kind == "table":
             nested: Table = value  # type: ignore[assignment]
             parts.append(latex_table(nested, [[_cell_latex(c, marker) for c in row] for row in nested.rows], nested=True)
-                         if nested.rows else "")
+                         if nested.columns else "")
         else:
             parts.append(r"\textbf{" + escape(marker) + "}")
     return re.sub(f"\\s*{BREAK}\\s*", BREAK, "".join(parts)).strip(BREAK + " \n")
@@ -157,6 +157,22 @@ class _Writer:
         self.lists: list[str] = []  # open list environments, outermost first
         self.skipped = 0  # lists nested too deep to open
         self.commands: set[str] = set(page.commands)
+        self.notes: dict[int, str] = {}  # footnote id -> its text in LaTeX
+
+    def footnotes(self, tokens: list[Token]) -> list[Token]:
+        """Render the footnotes' texts (for `\\footnote{}` at their references); the tokens without them."""
+        kept, note = [], None
+        for token in tokens:
+            if token.type == "footnote_open":
+                note = token.meta["id"]
+                self.notes[note] = ""
+            elif token.type == "footnote_close":
+                note = None
+            elif note is not None and token.type == "inline":
+                self.notes[note] += (" " if self.notes[note] else "") + self.inline(token.children or [])
+            elif note is None and not token.type.startswith("footnote_block"):
+                kept.append(token)
+        return kept
 
     def flush_comments(self) -> None:
         if self.pending:
@@ -251,8 +267,12 @@ class _Writer:
                 parts.append("}")
             elif kind == "code_inline":
                 parts.append(r"\texttt{" + escape(token.content) + "}")
-            elif kind in ("softbreak", "hardbreak"):
+            elif kind == "softbreak":
                 parts.append("\n")
+            elif kind == "hardbreak":  # \leavevmode: `\\` with no line begun is an error; {}: `\\[x]` reads a length
+                parts.append("\\leavevmode\\\\{}\n")
+            elif kind == "footnote_ref":
+                parts.append("\\protect\\footnote{" + self.notes.get(token.meta["id"], "") + "}")
             elif kind == "html_inline":
                 parts.append(escape(token.content))
             elif kind == "image":

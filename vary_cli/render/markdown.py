@@ -26,6 +26,7 @@ from markdown_it import MarkdownIt
 from markdown_it.rules_inline import StateInline
 from mdit_py_plugins.dollarmath import dollarmath_plugin
 from mdit_py_plugins.dollarmath.index import math_inline_dollar
+from mdit_py_plugins.footnote import footnote_plugin
 
 from .mathpix import PLACEHOLDER, BrokenMath, RepairedPage
 from .tables import Cell, Table
@@ -43,8 +44,9 @@ def render_page(page: RepairedPage) -> str:
 
 
 def parser() -> MarkdownIt:
-    """CommonMark + GFM tables + dollarmath (`$` not before a space or after a digit), as our Markdown is read."""
-    md = MarkdownIt("commonmark").enable(["table", "strikethrough"])
+    """CommonMark + GFM tables and footnotes + dollarmath (`$` not before a space or after a digit), as our
+    Markdown is read."""
+    md = MarkdownIt("commonmark").enable(["table", "strikethrough"]).use(footnote_plugin)
     md.use(dollarmath_plugin, allow_space=False, allow_digits=False)
     md.inline.ruler.at("math_inline", _from_the_start(math_inline_dollar(allow_space=False, allow_digits=False)))
     return md

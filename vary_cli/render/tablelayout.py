@@ -82,7 +82,7 @@ def _cell(cell: Cell, text: str, columns: list[Column], first: int, right: str) 
             text = text.replace(BREAK, "\\newline ")
         else:
             align = cell.align or (spanned[0].align if spanned and spanned[0].align in "lcr" else "l")
-            text = f"\\begin{{tabular}}[t]{{@{{}}{align}@{{}}}}" + text.replace(BREAK, " \\\\ ") + "\\end{tabular}"
+            text = f"\\begin{{tabular}}[t]{{@{{}}{align}@{{}}}}" + text.replace(BREAK, " \\\\{} ") + "\\end{tabular}"
     if cell.rowspan > 1:
         text = f"\\multirow{{{cell.rowspan}}}{{{'=' if spanned and wraps(spanned[0]) else '*'}}}{{{text}}}"
     if cell.colspan > 1 or cell.align:

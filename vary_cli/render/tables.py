@@ -377,7 +377,7 @@ def parse_html_table(html: str, commands: set[str]) -> Table:
             row.append(Cell(parts=[]))
             column += 1
         rows.append(row)
-    table = Table(rows=rows, rules={1} if reader.header_rows else set())
+    table = Table(rows=[row for row in rows if row], rules={1} if reader.header_rows else set())
     table.spec = [Column() for _ in range(table.columns)]
     return table
 

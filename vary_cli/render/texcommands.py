@@ -62,6 +62,7 @@ OPERATORS = set(
 # printed as their name instead.
 UNSAFE = set(
     "par item section subsection subsubsection paragraph subparagraph chapter part caption footnote "
+    "title author date maketitle affil address email institute keywords "
     "footnotetext footnotemark thanks input include includeonly write immediate openout openin read "
     "def gdef edef xdef let futurelet newcommand renewcommand providecommand DeclareMathOperator "
     "newenvironment renewenvironment catcode lccode uccode mathcode delcode sfcode documentclass "
@@ -85,3 +86,6 @@ ACCENTS = {"\\'": "\\acute", '\\"': "\\ddot", "\\^": "\\hat", "\\~": "\\tilde", 
 CONTROL_SYMBOLS = set(",;!:{}|\\ %#&$_>*/-@")
 MAX_DEPTH = 40  # TeX's grouping and input stacks are deeper, but nothing real nests this far
 DIMENSION = re.compile(r"\s*-?(\d+\.?\d*|\.\d+)\s*(pt|mm|cm|in|ex|em|bp|pc|dd|cc|sp|mu)\s*")
+# References: shown as their key, in brackets or parentheses (the labels they point to are not kept).
+REFERENCES = {"ref": "[]", "autoref": "[]", "cref": "[]", "Cref": "[]", "pageref": "[]", "eqref": "()", "cite": "[]",
+              "citep": "[]", "citet": "[]", "citealp": "[]"}

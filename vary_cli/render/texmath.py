@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 from .texcommands import (ACCENTS, ALIASES, ARGS, BIG, COLUMN_LIMIT, CONTROL_SYMBOLS, COUNTED, DELIMITERS, DIMENSION,
                            DROPPED, MATH_ENVS, MATH_FONT_FOR_TEXT, MAX_DEPTH, OPERATORS, RENAMED, RULED_ENVS,
-                           SPEC_ENVS, TEXT_ARGS, TEXT_SAFE, TEXT_SYMBOLS, UNSAFE)
+                           REFERENCES, SPEC_ENVS, TEXT_ARGS, TEXT_SAFE, TEXT_SYMBOLS, UNSAFE)
 
 _TOKEN = re.compile(r"\\[A-Za-z]+|\\[^A-Za-z]|\\$|\s+|.", re.S)
 
@@ -399,6 +399,13 @@ def _fix_seq(nodes: list, text_mode: bool) -> list:
             out += [token] if token[1:] in CONTROL_SYMBOLS else _visible(token)
         elif token.startswith("\\") and (token[1:] in UNSAFE or token.startswith("\\end")):
             out += _visible(token)
+        elif token[1:] in REFERENCES:  # `\ref{eq:1}` -> `\text{[eq:1]}`: its label is gone, and a key may hold anything
+            j = _next(nodes, i)
+            key = _serialize(nodes[j].children) if j is not None and isinstance(nodes[j], Group) else ""
+            i = j + 1 if key else i
+            key = [{"_": "\\_"}.get(ch, ch) for ch in re.sub(r"[^A-Za-z0-9:.,_\- ]", "", key)]
+            brackets = REFERENCES[token[1:]]
+            out += ["\\text", Group([brackets[0]] + key + [brackets[1]])]
         elif token in ("\\multicolumn",):
             out += _visible(token)
         elif token[1:] in TEXT_ARGS:
