@@ -165,7 +165,7 @@ _LEAKED = re.compile(r"\\[A-Za-z]{2,}|\\(?:begin|end)\{|</?(?:table|tr|td|th|br|
 def expected_words(text: str) -> list[str]:
     """The words a reader sees in an item: no math, no command names, no arguments that are never printed."""
     # Math is not compared, except the text in it (`\\text{...}`).
-    text = _MATH.sub(lambda m: " ".join(re.findall(r"\\text\{([^{}]*)\}", m.group())) or " ", text)
+    text = _MATH.sub(lambda m: " ".join(re.findall(r"\\text\{([^{}]*)\}", m.group())) or " ", _joined(text))
     spec = r"\{(?:[^{}]|\{(?:[^{}]|\{[^{}]*\})*\})*\}"  # a column spec: p{0.3\textwidth}, >{\raggedright}, @{}
     text = re.sub(r"\\begin\{(?:tabular\*?|array|tabularx\}\{[^{}]*)\}" + spec, " ", text)
     for name, count in _SILENT.items():
@@ -195,7 +195,7 @@ def pdf_text(pdf: Path, tool: str = "pdfium") -> str:
 
 def pdf_words(text: str) -> list[str]:
     """Words of extracted PDF text, with `hyphen-\\nated` words joined."""
-    text = text.replace("\ufffe", "")  # pdfium's mark for a hyphen that TeX added at a line end
+    text = _joined(text.replace("\ufffe", ""))  # \ufffe: pdfium's mark for a hyphen TeX added at a line end
     text = re.sub(r"(\w)-\s*\n\s*(\w)", r"\1\2", unicodedata.normalize("NFKC", text))
     words = []
     for word in _WORD.findall(text):
@@ -205,6 +205,12 @@ def pdf_words(text: str) -> list[str]:
         if glued:
             words += [_fold(part) for part in glued.groups() if part]
     return words
+
+
+def _joined(text: str) -> str:
+    """A zero-width non-joiner (Persian `جدول‌ها`) is part of its word; extractors drop it (pdftotext) or
+    read it as a no-break space (pdfium)."""
+    return re.sub("(?<=[\u0600-\u06ff])[\u200c\u00a0](?=[\u0600-\u06ff])", "", text)
 
 
 def _fold(word: str) -> str:

@@ -27,6 +27,8 @@ from markdown_it.token import Token
 from .markdown import parser
 from .mathpix import PLACEHOLDER, RepairedPage
 from .tablelayout import BREAK, latex_table
+from . import scripts
+from .scripts import actual_text, needs_fallback, runs
 from .tables import Cell, Column, Table
 from .texmath import UnrepairableMath, repair_math
 
@@ -37,12 +39,34 @@ _SPECIAL = re.compile(r"[\\{}$&#%_^~<>|]")
 _HEADINGS = {"h1": "section", "h2": "subsection", "h3": "subsubsection", "h4": "paragraph",
              "h5": "subparagraph", "h6": "subparagraph"}
 MAX_LIST_DEPTH = 4  # itemize/enumerate nest four deep; quote is a list too (six in all)
-_CJK = re.compile("[\u2e80-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef\U00020000-\U0002fa1f]")
 
 
 def escape(text: str) -> str:
-    """Plain text as LaTeX source that prints it (the ten specials and `< > |`)."""
-    return _SPECIAL.sub(lambda m: _ESCAPES[m.group()], text)
+    """Plain text as LaTeX source that prints it (the ten specials and `< > |`), each script in its font
+    (`\\varyfont<Script>`, right-to-left ones between `\\beginR`/`\\endR`) and rare symbols through
+    `\\varychar` (see scripts.py)."""
+    parts = []
+    for piece, script in runs(text):
+        escaped = _SPECIAL.sub(lambda m: _ESCAPES[m.group()], piece)
+        if script is None:
+            parts.append("".join(f"\\varychar{{{ch}}}" if needs_fallback(ch) else ch for ch in escaped))
+        elif script.reorders:  # each word carries its text in logical order, for copy and search
+            words = re.split(r"(\s+)", piece)
+            escaped = "".join(word if not word or word.isspace() else
+                              f"\\BeginAccSupp{{method=hex,unicode,ActualText={actual_text(word)}}}"
+                              f"{_SPECIAL.sub(lambda m: _ESCAPES[m.group()], word)}\\EndAccSupp{{}}" for word in words)
+            parts.append(f"{{\\varyfont{script.name}{{}}{escaped}}}")
+        elif script.rtl:
+            parts.append(f"{{\\varyfont{script.name}\\beginR{{}}{escaped}\\endR}}")
+        else:
+            parts.append(f"{{\\varyfont{script.name}{{}}{escaped}}}")
+    return "".join(parts)
+
+
+def math_text(tex: str) -> str:
+    """Repaired math with its non-ASCII characters set as text (`\\text{...}`), where the script fonts
+    and xeCJK reach them: the math fonts have Latin and Greek letters only as commands."""
+    return re.sub(r"[^\x00-\x7f]+", lambda m: "\\text{" + escape(m.group()) + "}", tex)
 
 
 def comment(text: str) -> str:
@@ -74,26 +98,31 @@ def document(bodies: list[str], commands: set[str]) -> str:
     lines = []
     if unicode:
         lines.append("% !TEX program = xelatex")
+    used = set(re.findall(r"\\varyfont([A-Za-z]+)", text))
     lines += [r"\documentclass{article}",
               # Written for xelatex, and safe under the engine a plain `latexmk` may pick instead: lualatex
               # gets fontspec only where luaotfload is installed; under pdflatex a character it cannot set
               # prints as `?` with a warning instead of an error.
               r"\ifdefined\XeTeXversion",
-              r"\usepackage{fontspec}"]
-    if _CJK.search(text):
-        # xeCJK breaks lines between CJK characters and switches to a CJK font (Debian fonts-noto-cjk).
-        lines.append(r"\IfFileExists{xeCJK.sty}{\usepackage{xeCJK}\IfFontExistsTF{Noto Serif CJK SC}"
-                     r"{\setCJKmainfont{Noto Serif CJK SC}}{}}{}")
+              r"\usepackage{fontspec}\TeXXeTstate=1"]
+    lines += scripts.preamble(used, symbols="\\varychar" in text)
+    if scripts.CJK.search(text):
+        # xeCJK breaks lines between CJK characters and switches to a CJK font (Debian fonts-noto-cjk);
+        # CJKspace keeps the spaces the text has between CJK words (Korean has them).
+        lines.append(r"\IfFileExists{xeCJK.sty}{\usepackage{xeCJK}\xeCJKsetup{CJKspace=true}" + scripts.HANGUL_CLASS +
+                     r"\IfFontExistsTF{Noto Serif CJK SC}{\setCJKmainfont{Noto Serif CJK SC}}{}}{}")
     lines += [r"\else\ifdefined\directlua",
               r"\IfFileExists{luaotfload-main.lua}{\usepackage{fontspec}}{}",
               r"\else",
               r"\usepackage[T1]{fontenc}\IfFileExists{lmodern.sty}{\usepackage{lmodern}}{}",
               r"\makeatletter\def\UTFviii@undefined@err#1{?\@latex@warning{Unicode character not set up"
               r" for pdflatex; compile with xelatex}}\makeatother",
-              r"\fi\fi",
+              r"\fi"]
+    lines += scripts.fallback_preamble(used) + [r"\let\beginR\relax\let\endR\relax", r"\fi"]
+    lines += [
               r"\usepackage{amsmath,amssymb}", r"\usepackage{graphicx}", r"\usepackage{booktabs}",
               r"\usepackage{array,longtable}",
-              r"\IfFileExists{multirow.sty}{\usepackage{multirow}}{\providecommand{\multirow}[3]{#3}}"]
+              r"\IfFileExists{multirow.sty}{\usepackage{multirow}}{\providecommand{\multirow}[3]{##3}}"]
     lines += _FIT_TABLE
     lines += [
         r"\setcounter{MaxMatrixCols}{100}",
@@ -135,7 +164,7 @@ def _cell_latex(cell: Cell, marker: str) -> str:
         if kind == "text":
             parts.append(escape(str(value)))
         elif kind == "math":
-            parts.append(f"${value.tex}$")  # type: ignore[union-attr]
+            parts.append(f"${math_text(value.tex)}$")  # type: ignore[union-attr]
         elif kind == "break":
             parts.append(BREAK)
         elif kind == "table":
@@ -290,7 +319,8 @@ class _Writer:
         self.commands |= repaired.commands
         if not repaired.tex:
             return ""
-        return f"\\[\n{repaired.tex}\n\\]" if display else f"${repaired.tex}$"
+        tex = math_text(repaired.tex)
+        return f"\\[\n{tex}\n\\]" if display else f"${tex}$"
 
     def text(self, text: str) -> str:
         """Escaped text with the tables and unrepairable-math markers in place of their placeholders."""
