@@ -23,6 +23,7 @@ from ..engine.generate import GenerationConfig
 from ..errors import InputError, VaryError, one_line
 from ..engine.generate import generate
 from ..files import atomic_write_text
+from .fonts import missing_glyphs_by_page
 from .output import PageStore, settings_fingerprint, source_fingerprint
 from ..models.preprocess import load_image
 from .raster import Document, open_document, select_pages
@@ -61,6 +62,8 @@ class DocumentReport:
     skipped: bool = False
     error: str | None = None
     results: list[PageResult] = field(default_factory=list)
+    # tex: page -> characters no installed font has (their glyphs will be missing from the PDF)
+    missing_glyphs: dict[int, str] = field(default_factory=dict)
 
 
 def generate_pages(loaded: LoadedModel, images: list, prompt: str, gen: GenerationConfig,
@@ -166,6 +169,7 @@ def convert_document(loaded: LoadedModel, source: Path, output: Path | None, *, 
                 progress.page_done(result)
         ordered = [results[n] for n in wanted]
         text = render_results(ordered, fmt, source, document, fallback)
+        report.missing_glyphs = missing_glyphs_by_page(ordered, fmt)
         if output is not None:
             atomic_write_text(output, text)
             if not any(r.finish_reason == "error" for r in ordered):
