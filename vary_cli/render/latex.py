@@ -47,20 +47,29 @@ def escape(text: str) -> str:
     `\\varychar` (see scripts.py)."""
     parts = []
     for piece, script in runs(text):
-        escaped = _SPECIAL.sub(lambda m: _ESCAPES[m.group()], piece)
         if script is None:
-            parts.append("".join(f"\\varychar{{{ch}}}" if needs_fallback(ch) else ch for ch in escaped))
-        elif script.reorders:  # each word carries its text in logical order, for copy and search
-            words = re.split(r"(\s+)", piece)
+            parts.append("".join(f"\\varychar{{{ch}}}" if needs_fallback(ch) else ch for ch in _escape(piece)))
+            continue
+        if script.reorders:  # each word carries its text in logical order, for copy and search
             escaped = "".join(word if not word or word.isspace() else
                               f"\\BeginAccSupp{{method=hex,unicode,ActualText={actual_text(word)}}}"
-                              f"{_SPECIAL.sub(lambda m: _ESCAPES[m.group()], word)}\\EndAccSupp{{}}" for word in words)
-            parts.append(f"{{\\varyfont{script.name}{{}}{escaped}}}")
-        elif script.rtl:
-            parts.append(f"{{\\varyfont{script.name}\\beginR{{}}{escaped}\\endR}}")
+                              f"{_escape_in_script(word)}\\EndAccSupp{{}}" for word in re.split(r"(\s+)", piece))
         else:
-            parts.append(f"{{\\varyfont{script.name}{{}}{escaped}}}")
+            escaped = _escape_in_script(piece)
+        rtl = ("\\beginR", "\\endR") if script.rtl else ("", "")
+        parts.append(f"{{\\varyfont{script.name}{rtl[0]}{{}}{escaped}{rtl[1]}}}")
     return "".join(parts)
+
+
+def _escape(text: str) -> str:
+    return _SPECIAL.sub(lambda m: _ESCAPES[m.group()], text)
+
+
+def _escape_in_script(text: str) -> str:
+    """A script run's text: its digits and punctuation through `\\varychar`, for script fonts may lack
+    them (Noto Serif Hebrew has no full stop)."""
+    return "".join(_ESCAPES[ch] if ch in _ESCAPES else f"\\varychar{{{ch}}}" if ch.isascii() and not ch.isspace()
+                   and not ch.isalpha() else ch for ch in text)
 
 
 def math_text(tex: str) -> str:
