@@ -146,6 +146,33 @@ ITEMS = [
     Item("cyrillic-table", "got",
          "\\begin{tabular}{|l|r|}\n\\hline Показатель & Значение \\\\\n\\hline Выручка & 1 250 \\\\\n\\hline "
          "Прибыль & 310 \\\\\n\\hline\n\\end{tabular}", scripts=("Cyrillic",)),
+    Item("nougat-header-spans", "nougat",
+         "\\begin{table}\n\\begin{tabular}{l c c c c}\n\\hline \\multirow{2}{*}{Model} & \\multicolumn{2}{c}{Text} & "
+         "\\multicolumn{2}{c}{Formula} \\\\\n\\cline{2-5} & Edit distance & BLEU & Edit distance & BLEU \\\\\n\\hline "
+         "Nougat small & 0.073 & 88.9 & 0.128 & 76.1 \\\\\nVary base & 0.052 & 91.2 & 0.104 & 80.3 \\\\\n\\hline\n"
+         "\\end{tabular}\n\\end{table}\n\nTable 3: Results on the arXiv test split."),
+    Item("aligned-equations", "mathpix",
+         "The update rule reads\n\\begin{align*}\nm_t &= \\beta_1 m_{t-1} + (1-\\beta_1) g_t \\\\\nv_t &= \\beta_2 "
+         "v_{t-1} + (1-\\beta_2) g_t^2\n\\end{align*}\nwhere \\(g_t\\) is the gradient at step \\(t\\), as in "
+         "Equation (3)."),
+    Item("got-centered-table", "got",
+         "\\begin{center}\n\\begin{tabular}{|c|c|c|}\n\\hline Quarter & Sales & Growth \\\\\n\\hline Q1 & 1,020 & "
+         "3.1\\% \\\\\n\\hline Q2 & 1,108 & 8.6\\% \\\\\n\\hline\n\\end{tabular}\n\\end{center}\n\nSource: company "
+         "filings."),
+    Item("olmocr-lists-math", "olmocr",
+         "# Exercise 4\n\n1. Show that $f(x) = x^2$ is convex.\n2. Compute $\\int_0^1 f(x)\\,dx$.\n   - Hint: use "
+         "the power rule.\n\nThe answer is \\( \\frac{1}{3} \\)."),
+    Item("latin-accents", "nougat",
+         "Résumé: la façade du château, naïve Œuvre. Zażółć gęślą jaźń. Straße und Größe. Ærøskøbing."),
+    Item("vietnamese", "olmocr", "Tiếng Việt có nhiều dấu thanh: nhận dạng văn bản là một nhiệm vụ khó.",
+         scripts=("Vietnamese",), note="pdflatex's T1 has no Vietnamese"),
+    Item("long-hyphenated-paragraph", "nougat",
+         "Characteristically, internationalization and telecommunications infrastructures necessitate "
+         "comprehensive interoperability considerations, notwithstanding counterrevolutionary "
+         "misunderstandings regarding electroencephalography and otorhinolaryngological "
+         "instrumentation."),
+    Item("symbols-in-text", "mathpix",
+         "Arrows → and ⇒, relations ≤ ≥ ≠ ≈, a check ✓, a bullet •, a dagger †, ∞ and ∑ written as text."),
     Item("script-in-math", "mathpix",
          "The set \\(\\text{Привет} \\cup \\{\\beta\\}\\) is named in Russian.", scripts=("Cyrillic",)),
 ]

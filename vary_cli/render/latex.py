@@ -20,6 +20,7 @@ text in a comment after the paragraph.
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass, field
 
 from markdown_it.token import Token
@@ -44,9 +45,9 @@ MAX_LIST_DEPTH = 4  # itemize/enumerate nest four deep; quote is a list too (six
 def escape(text: str) -> str:
     """Plain text as LaTeX source that prints it (the ten specials and `< > |`), each script in its font
     (`\\varyfont<Script>`, right-to-left ones between `\\beginR`/`\\endR`) and rare symbols through
-    `\\varychar` (see scripts.py)."""
+    `\\varychar` (see scripts.py). Accents written apart are joined to their letters first (NFC)."""
     parts = []
-    for piece, script in runs(text):
+    for piece, script in runs(unicodedata.normalize("NFC", text)):
         if script is None:
             parts.append("".join(f"\\varychar{{{ch}}}" if needs_fallback(ch) else ch for ch in _escape(piece)))
             continue

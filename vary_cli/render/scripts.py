@@ -79,9 +79,11 @@ CJK_FONT = "Noto Serif CJK SC"
 MAIN_FONT = "Latin Modern Roman"  # fontspec's default
 # Fonts tried, in order, for a character neither the current font nor a script font has.
 SYMBOL_FONTS = ("DejaVu Sans", "Noto Sans Math", "Noto Sans Symbols", "Noto Sans Symbols2", "FreeSerif")
-# What Latin Modern has for sure: no \varychar test needed (Latin, its accents, common punctuation).
-_LATIN = re.compile("[\u00a0-\u024f\u0300-\u036f\u1e00-\u1eff\u2010-\u2022\u2026\u2030\u2032\u2033\u2039\u203a"
-                    "\u20ac]")
+# What Latin Modern has (fc-query lmroman10-regular.otf): no \varychar test needed. Latin-1, Latin
+# Extended-A, Vietnamese, combining accents (a \varychar between a letter and its accent would part
+# them), common punctuation and the euro.
+_LATIN = re.compile("[\u00a0-\u017f\u0300-\u036f\u1ea0-\u1ef9\u2010-\u2022\u2026\u2030\u2032\u2033\u2039"
+                    "\u203a\u20ac]")
 # Characters that take the direction of the text around them: spaces, digits, punctuation, joiners.
 _NEUTRAL = re.compile(r"[\s\d\u200c\u200d\u00a0!-/:-@\[-`{-~\u060c\u061b\u061f\u066b\u066c\u06d4]")
 _BY_CODE: dict[int, Script] = {}
