@@ -136,3 +136,13 @@ def test_empty_and_unknown_format():
                                        ("x.txt", "txt"), ("x.jsonl", "jsonl"), ("x.html", "md"), ("noext", "md")])
 def test_format_from_suffix(name, fmt):
     assert format_from_suffix(name) == fmt
+
+
+def test_math_at_the_start_of_a_paragraph_is_math_in_md_and_tex():
+    from vary_cli.render.markdown import parser
+
+    md = render_document([page(1, "$0.25$ 1000\n\n\\(x\\) is 5")], "md")
+    tokens = parser().parse(md)
+    assert [c.content for t in tokens if t.type == "inline" for c in t.children if c.type == "math_inline"] == \
+        ["0.25", "x"]
+    assert "$0.25$ 1000" in body(render_document([page(1, "$0.25$ 1000")], "tex"))

@@ -24,6 +24,7 @@ from ..engine.requests import PageRequest
 from ..errors import InputError, OutputError
 from ..files import atomic_write_text
 from ..models.loaded import LoadedModel
+from .fonts import missing_glyphs_by_page
 from .output import PageStore, is_finished, read_pages, remove_sidecars, settings_fingerprint, source_fingerprint
 from .pipeline import DocumentReport, Progress, make_engine, page_request, page_result, page_settings, render_results
 from .raster import Document, open_document, select_pages
@@ -244,6 +245,7 @@ def _assemble(doc: _Doc, fmt: str, fallback: str | None, settings: str | None, r
             remove_sidecars(doc.output)
     report = doc.report
     report.results = ordered
+    report.missing_glyphs = missing_glyphs_by_page(ordered, fmt)
     report.pages = len(ordered)
     report.failed_pages = sum(r.finish_reason == "error" for r in ordered)
     run.assembled += 1
