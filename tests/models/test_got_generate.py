@@ -3,9 +3,9 @@
 The reference: `GotOcr2Processor` then `GotOcr2ForConditionalGeneration.generate` (greedy, stopping at
 `<|im_end|>` or `<|endoftext|>` as transformers' GOT example does with `stop_strings="<|im_end|>"`), the
 new tokens decoded without special tokens. vary's side: the checkpoint loaded through the user's path
-(both release layouts), pages prepared by `LoadedModel.prepare_page`, decoded by the continuous batcher
-(`convert`) and by `generate` (`vary ocr`), at batch 1 and in one continuous batch of pages with and
-without tiles, a box and a colour.
+(both release layouts), pages prepared by `LoadedModel.prepare_page`, decoded by the one engine at batch 1
+and in one continuous batch of pages with and without tiles, a box and a colour, with drafting on and off,
+and through `vary ocr`'s path (`pipeline.ocr_images`), its decoded text included.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ import pytest
 import torch
 from tiny_got import page, special_ids
 
-from vary_cli.engine.batcher import ContinuousBatcher, PageRequest
-from vary_cli.engine.generate import GenerationConfig
+from vary_cli.engine.batcher import Engine
+from vary_cli.engine.config import DraftConfig, GenerationConfig
+from vary_cli.engine.requests import PageRequest
 from vary_cli.models.checkpoint import load_directory
 from vary_cli.models.loaded import PageOptions
 
@@ -77,33 +78,36 @@ def test_reference_generations_are_not_trivial(expected):
     assert max(len(tokens) for tokens in expected) == MAX_NEW
 
 
-@pytest.mark.parametrize("batch_size", [1, 3])
-def test_continuous_batches_equal_transformers_generate(got64, expected, batch_size):
-    batcher = ContinuousBatcher(got64.model, got64.encode_inputs, GEN, got64.stop_ids, batch_size)
-    outcomes = {o.request.key: o for o in batcher.run(requests(got64))}
+@pytest.mark.parametrize("batch_size,draft", [(1, "off"), (3, "off"), (3, "ngram")])
+def test_engine_equals_transformers_generate(got64, expected, batch_size, draft):
+    engine = Engine(got64.model, got64.encode_inputs, GEN, got64.stop_ids, batch_size, draft=DraftConfig(draft),
+                    tokenize=got64.tokenizer.encode)
+    outcomes = {o.request.key: o for o in engine.run(requests(got64))}
     assert all(o.error is None for o in outcomes.values())
     assert [outcomes[i].generation.token_ids for i in range(len(CASES))] == expected
     if batch_size > 1:
-        assert batcher.row_steps > batcher.decode_steps  # pages really shared decode steps
+        assert engine.row_passes > engine.forward_passes  # pages really shared forward passes
 
 
-def test_vary_ocr_path_equals_transformers_generate(got64, expected, got_reference):
-    """`vary ocr`'s path (pipeline.generate_pages, one page at a time) and its decoded text."""
-    from vary_cli.convert.pipeline import generate_pages
+def test_vary_ocr_path_equals_transformers_generate(got64, expected, got_reference, tmp_path):
+    """`vary ocr`'s path (pipeline.ocr_images on image files) and its decoded text."""
+    from vary_cli.convert.pipeline import ocr_images
 
     _, processor = got_reference
     for i, (size, prompt, options) in enumerate(CASES[:3]):
-        ((tokens, reason),) = generate_pages(got64.with_options(options), [page(*size, seed=i)], prompt, GEN)
-        assert tokens == expected[i]
-        assert got64.tokenizer.decode(tokens) == processor.decode(expected[i], skip_special_tokens=True)
-        assert reason == ("length" if len(tokens) == MAX_NEW else "stop")
+        path = tmp_path / f"page{i}.png"
+        page(*size, seed=i).save(path)
+        (result,) = ocr_images(got64.with_options(options), [path], prompt, GEN)
+        assert result.tokens == len(expected[i])
+        assert result.text == processor.decode(expected[i], skip_special_tokens=True)
+        assert result.finish_reason == ("length" if len(expected[i]) == MAX_NEW else "stop")
 
 
 def test_float32_continuous_batch_equals_batch_of_one(got_checkpoints):
     """In the dtype users run on a CPU, a page decodes the same alone and in a batch of mixed tile counts."""
     loaded = load_directory(got_checkpoints["hf"], CPU, torch.float32)
-    alone = ContinuousBatcher(loaded.model, loaded.encode_inputs, GEN, loaded.stop_ids, 1)
-    batched = ContinuousBatcher(loaded.model, loaded.encode_inputs, GEN, loaded.stop_ids, 4)
+    alone = Engine(loaded.model, loaded.encode_inputs, GEN, loaded.stop_ids, 1)
+    batched = Engine(loaded.model, loaded.encode_inputs, GEN, loaded.stop_ids, 4)
     one = {o.request.key: o.generation.token_ids for o in alone.run(requests(loaded, 5))}
     many = {o.request.key: o.generation.token_ids for o in batched.run(requests(loaded, 5))}
     assert one == many
