@@ -225,3 +225,23 @@ def page(width: int = 120, height: int = 160, seed: int = 0):
     for row in range(max(1, height // 20)):
         draw.text((6 + 3 * ((row + seed) % 4), 4 + row * 18), f"line {row + seed}: GOT", fill=colours[(row + seed) % 4])
     return image
+
+
+def reference_tokens(model, processor, image, formatted: bool, max_new_tokens: int, crops=None, box=None,
+                     color=None) -> list[int]:
+    """transformers' greedy continuation (`GotOcr2Processor` then `generate`), cut at its first stop token
+    (which vary does not return). `crops`: None, or the most tiles (`crop_to_patches` with `max_patches`)."""
+    ids = special_ids()
+    kwargs = {"format": formatted, "num_image_tokens": 16, "color": color}
+    if crops is not None:
+        kwargs.update(crop_to_patches=True, max_patches=crops)
+    if box is not None:
+        kwargs["box"] = list(box)
+    inputs = processor(image, return_tensors="pt", **kwargs)
+    stops = [ids["<|im_end|>"], ids["<|endoftext|>"]]
+    with torch.no_grad():
+        out = model.generate(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                             pixel_values=inputs["pixel_values"].to(model.dtype), do_sample=False, num_beams=1,
+                             max_new_tokens=max_new_tokens, eos_token_id=stops, pad_token_id=stops[1])
+    new = out[0, inputs["input_ids"].shape[1]:].tolist()
+    return new[:next((i for i, t in enumerate(new) if t in stops), len(new))]

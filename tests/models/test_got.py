@@ -107,8 +107,8 @@ def test_queries_are_the_processors():
     assert got_query(False, color="red") == "[red]  OCR: "
     assert got_query(True, box=[1, 2, 3, 4], crops=True) == "[1, 2, 3, 4] OCR with format upon the patch reference: "
     # Box coordinates go to 0..1000 of the page, truncated.
-    assert got_box((10, 20, 60, 80), 120, 160) == [83, 125, 500, 500]
-    assert got_box((0, 0, 120, 160), 120, 160) == [0, 0, 1000, 1000]
+    assert got_box(PageOptions(box=(10, 20, 60, 80)), 120, 160) == [83, 125, 500, 500]
+    assert got_box(PageOptions(box=(0, 0, 120, 160)), 120, 160) == [0, 0, 1000, 1000]
 
 
 def test_bad_boxes_colours_and_prompts_are_one_line_errors(got_checkpoints, tiny_checkpoint):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny_got import page, special_ids
+from tiny_got import page, reference_tokens
 
 from vary_cli.engine.batcher import Engine
 from vary_cli.engine.config import DraftConfig, GenerationConfig
@@ -34,29 +34,10 @@ CASES = [((120, 160), "ocr", PageOptions()),
          ((60, 100), "ocr", PageOptions(crops="auto", box=(0, 0, 45, 60), color="red"))]
 
 
-def reference_tokens(got_reference, image, prompt: str, options: PageOptions) -> list[int]:
-    """transformers' greedy continuation, cut at its first stop token (which vary does not return)."""
-    model, processor = got_reference
-    ids = special_ids()
-    kwargs = {"format": prompt != "ocr", "num_image_tokens": 16, "color": options.color}
-    if options.max_tiles is not None:
-        kwargs.update(crop_to_patches=True, max_patches=options.max_tiles)
-    if options.box is not None:
-        kwargs["box"] = list(options.box)
-    inputs = processor(image, return_tensors="pt", **kwargs)
-    stops = [ids["<|im_end|>"], ids["<|endoftext|>"]]
-    with torch.no_grad():
-        out = model.generate(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
-                             pixel_values=inputs["pixel_values"].to(F64), do_sample=False, num_beams=1,
-                             max_new_tokens=MAX_NEW, eos_token_id=stops, pad_token_id=stops[1])
-    new = out[0, inputs["input_ids"].shape[1]:].tolist()
-    return new[:next((i for i, t in enumerate(new) if t in stops), len(new))]
-
-
 @pytest.fixture(scope="module")
 def expected(got_reference):
-    return [reference_tokens(got_reference, page(*size, seed=i), prompt, options)
-            for i, (size, prompt, options) in enumerate(CASES)]
+    return [reference_tokens(*got_reference, page(*size, seed=i), prompt != "ocr", MAX_NEW, options.max_tiles,
+                             options.box, options.color) for i, (size, prompt, options) in enumerate(CASES)]
 
 
 @pytest.fixture(scope="module", params=["hf", "original"])

@@ -53,6 +53,12 @@ class PageOptions:
             if min(self.box) < 0 or x2 < x1 or y2 < y1:
                 raise InputError(f"--box {x1:g},{y1:g},{x2:g},{y2:g}: needs 0 <= x1 <= x2 and 0 <= y1 <= y2")
 
+    def check_image(self, width: int, height: int) -> None:
+        """Raise InputError when the box does not fit a `width` x `height` image."""
+        if self.box is not None and (self.box[2] > width or self.box[3] > height):
+            x1, y1, x2, y2 = self.box
+            raise InputError(f"--box {x1:g},{y1:g},{x2:g},{y2:g} lies outside the {width}x{height} image")
+
     @property
     def max_tiles(self) -> int | None:
         """None without cropping, else the most tiles a page may be cut into."""
@@ -144,7 +150,7 @@ class GotPages(PageFamily):
 
     def prepare_page(self, loaded, image, prompt):
         image = load_image_from_pil(image)
-        box = got_box(loaded.options.box, *image.size)
+        box = got_box(loaded.options, *image.size)
         tiles = got_tiles(image, loaded.config.sam.image_size, loaded.options.max_tiles, GOT_MIN_TILES)
         return PageInput((tiles,)), self.prompt_ids(loaded, prompt, len(tiles), box)
 
@@ -166,13 +172,12 @@ class GotPages(PageFamily):
         return features.reshape(len(inputs), -1, features.shape[-1])  # (B, P*256, W)
 
 
-def got_box(box: tuple[float, ...] | None, width: int, height: int) -> list[int] | None:
+def got_box(options: PageOptions, width: int, height: int) -> list[int] | None:
     """The box in GOT's 0..1000 coordinates, truncated as `GotOcr2Processor` does (`int(x / width * 1000)`)."""
-    if box is None:
+    if options.box is None:
         return None
-    x1, y1, x2, y2 = box
-    if x2 > width or y2 > height:
-        raise InputError(f"--box {x1:g},{y1:g},{x2:g},{y2:g} lies outside the {width}x{height} image")
+    options.check_image(width, height)
+    x1, y1, x2, y2 = options.box
     return [int(x1 / width * 1000), int(y1 / height * 1000), int(x2 / width * 1000), int(y2 / height * 1000)]
 
 
