@@ -213,3 +213,14 @@ def test_broken_got_checkpoints_are_weights_errors(tmp_path, got_checkpoints):
     (original / "config.json").write_text(json.dumps(dict(config, image_token_len=20)))
     with pytest.raises(WeightsError, match="image_token_len 20"):
         load_directory(original, CPU, torch.float32)
+
+
+def test_batch_sizing_counts_the_tiles(got_checkpoints):
+    loaded = load_directory(got_checkpoints["hf"], CPU, torch.float32)
+    one = loaded.longest_prompt("ocr")
+    assert one == len(loaded.prompt_ids("ocr")) and loaded.most_tiles == 1
+    tiled = loaded.with_options(PageOptions(crops=4))
+    assert tiled.most_tiles == 5 and tiled.longest_prompt("ocr") == len(tiled.prompt_ids("ocr")) + 4 * TOKENS
+    # The longest prompt is what a page cut into the most tiles gets.
+    _, ids = tiled.prepare_page(page(400, 100), "ocr")
+    assert len(ids) == tiled.longest_prompt("ocr")

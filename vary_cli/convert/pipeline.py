@@ -181,12 +181,12 @@ def default_batch_size(loaded: LoadedModel, max_new_tokens: int) -> int:
     layers = sum(1 for name, _ in loaded.model.named_parameters()
                  if re.fullmatch(r"(decoder\.)?layers\.\d+\.self_attn\.q_proj\.weight", name))
     width = loaded.model.get_submodule("lm_head").in_features
-    tokens = len(loaded.prompt_ids("ocr")) + max_new_tokens
+    tokens = loaded.longest_prompt("ocr") + max_new_tokens  # GOT's tiles lengthen its prompt
     element = torch.finfo(loaded.dtype).bits // 8
     kv = 2 * layers * width * tokens * element  # keys and values of every layer
     per_page = kv + 16 * tokens * width * element
     if loaded.device.type != "cpu":
-        per_page += 600 * 2**20  # SAM's global attention at 1024x1024, batched on GPUs
+        per_page += 600 * 2**20 * loaded.most_tiles  # SAM's global attention at 1024x1024, batched on GPUs
     return max(1, min(16 if loaded.device.type == "cuda" else 8, int(free * 0.5) // per_page))
 
 

@@ -86,6 +86,10 @@ class PageFamily:
     def prepare_page(self, loaded: "LoadedModel", image, prompt: str) -> tuple[PageInput, list[int]]:
         return PageInput(self.pixels(loaded, image, prompt)), self.prompt_ids(loaded, prompt)
 
+    def most_tiles(self, loaded: "LoadedModel") -> int:
+        """The most images (tiles) one page may send through the vision encoder."""
+        return 1
+
     def encode(self, loaded: "LoadedModel", inputs: list[PageInput]) -> torch.Tensor:
         """Image features (B, N, W) of pages whose pixels are one tensor per vision tower."""
         towers = zip(*(page.pixels for page in inputs))
@@ -157,6 +161,10 @@ class GotPages(PageFamily):
     def pixels(self, loaded, image, prompt):
         return self.prepare_page(loaded, image, prompt)[0].pixels
 
+    def most_tiles(self, loaded):
+        most = loaded.options.max_tiles
+        return 1 if most is None or most <= 1 else most + 1  # the tiles and the whole page
+
     def encode(self, loaded, inputs):
         """Features (B, 256 x tiles, W): every page's tiles in order, through the encoder together."""
         counts = [len(page.pixels[0]) for page in inputs]
@@ -223,6 +231,15 @@ class LoadedModel:
         For Vary-tiny an empty prompt selects the image-only (vocabulary-stage) format.
         """
         return self.family.prompt_ids(self, prompt)
+
+    def longest_prompt(self, prompt: str) -> int:
+        """The most prompt tokens a page may get (GOT's grow with its tiles), for sizing batches."""
+        return len(self.prompt_ids(prompt)) + (self.most_tiles - 1) * self.config.image_token_len
+
+    @property
+    def most_tiles(self) -> int:
+        """The most images one page may send through the vision encoder (GOT's tiles; else 1)."""
+        return self.family.most_tiles(self)
 
     @property
     def stop_ids(self) -> set[int]:
