@@ -166,11 +166,9 @@ def test_full_size_key_map_on_meta():
     """Both releases' names at full size (transformers' model on the meta device) map onto our model."""
     from transformers import GotOcr2ForConditionalGeneration
 
-    from vary_cli.models.got_ocr2 import hf_config
-
     config = preset("got-ocr2")
     with torch.device("meta"):
-        reference = GotOcr2ForConditionalGeneration(hf_config(config))
+        reference = GotOcr2ForConditionalGeneration(config.to_hf())
     legacy = {k.replace("model.language_model.", "language_model.model.").replace("model.vision_tower.", "vision_tower.")
               .replace("model.multi_modal_projector.", "multi_modal_projector."): v
               for k, v in reference.state_dict().items() if k != "lm_head.weight"}

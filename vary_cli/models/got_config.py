@@ -87,6 +87,32 @@ class GotConfig:
     def projector_width(self) -> int:
         return self.lm.hidden_size
 
+    def to_hf(self):
+        """transformers' GotOcr2Config of this model: our modules are built from it, and the checkpoints
+        `vary train` writes carry it (they load in transformers' GotOcr2ForConditionalGeneration)."""
+        from transformers import GotOcr2Config
+
+        lm, sam = self.lm, self.sam
+        text = dict(model_type="qwen2", vocab_size=lm.vocab_size, hidden_size=lm.hidden_size,
+                    intermediate_size=lm.intermediate_size, num_hidden_layers=lm.num_layers,
+                    num_attention_heads=lm.num_heads, num_key_value_heads=lm.num_kv_heads, hidden_act="silu",
+                    rms_norm_eps=lm.rms_norm_eps, rope_theta=lm.rope_theta,
+                    max_position_embeddings=lm.max_position_embeddings, tie_word_embeddings=lm.tie_word_embeddings,
+                    use_sliding_window=False, attention_dropout=0.0)
+        vision = dict(hidden_size=sam.hidden_size, output_channels=sam.output_channels,
+                      num_hidden_layers=sam.num_layers, num_attention_heads=sam.num_heads, image_size=sam.image_size,
+                      patch_size=sam.patch_size, layer_norm_eps=sam.layer_norm_eps, window_size=sam.window_size,
+                      global_attn_indexes=list(sam.global_attn_indexes), mlp_dim=sam.mlp_dim)
+        return GotOcr2Config(text_config=text, vision_config=vision, image_token_index=self.im_patch_token,
+                             image_seq_length=self.image_token_len, tie_word_embeddings=lm.tie_word_embeddings)
+
+    def to_release(self) -> dict[str, Any]:
+        """The hf release's config.json of this model (we write GOT checkpoints in the hf layout only)."""
+        out = self.to_hf().to_dict()
+        out.pop("dtype", None)
+        out["architectures"] = ["GotOcr2ForConditionalGeneration"]
+        return out
+
     @classmethod
     def from_hf(cls, config_json: Mapping[str, Any]) -> "GotConfig":
         """The hf release's config.json (`model_type: got_ocr2`), through transformers' GotOcr2Config."""

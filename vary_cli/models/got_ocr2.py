@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-from transformers import AttentionInterface, GotOcr2Config
+from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.models.got_ocr2.modeling_got_ocr2 import GotOcr2MultiModalProjector, GotOcr2VisionEncoder
 from transformers.models.qwen2.modeling_qwen2 import Qwen2DecoderLayer, Qwen2RMSNorm, Qwen2RotaryEmbedding
@@ -51,30 +51,13 @@ def cached_sdpa_attention(module: nn.Module, query: torch.Tensor, key: torch.Ten
 AttentionInterface.register(ATTN_IMPLEMENTATION, cached_sdpa_attention)
 
 
-def hf_config(config: GotConfig) -> GotOcr2Config:
-    """transformers' GotOcr2Config of `config`: the modules are built from it, and saved checkpoints carry it."""
-    lm, sam = config.lm, config.sam
-    text = dict(model_type="qwen2", vocab_size=lm.vocab_size, hidden_size=lm.hidden_size,
-                intermediate_size=lm.intermediate_size, num_hidden_layers=lm.num_layers,
-                num_attention_heads=lm.num_heads, num_key_value_heads=lm.num_kv_heads, hidden_act="silu",
-                rms_norm_eps=lm.rms_norm_eps, rope_theta=lm.rope_theta,
-                max_position_embeddings=lm.max_position_embeddings, tie_word_embeddings=lm.tie_word_embeddings,
-                use_sliding_window=False, attention_dropout=0.0)
-    vision = dict(hidden_size=sam.hidden_size, output_channels=sam.output_channels,
-                  num_hidden_layers=sam.num_layers, num_attention_heads=sam.num_heads,
-                  image_size=sam.image_size, patch_size=sam.patch_size, layer_norm_eps=sam.layer_norm_eps,
-                  window_size=sam.window_size, global_attn_indexes=list(sam.global_attn_indexes), mlp_dim=sam.mlp_dim)
-    return GotOcr2Config(text_config=text, vision_config=vision, image_token_index=config.im_patch_token,
-                         image_seq_length=config.image_token_len, tie_word_embeddings=lm.tie_word_embeddings)
-
-
 class GotOcr2ForCausalLM(nn.Module):
     """GOT-OCR2.0: the SAM encoder, the projector, a Qwen2 decoder (see the module docstring)."""
 
     def __init__(self, config: GotConfig) -> None:
         super().__init__()
         self.config = config
-        self.hf_config = hf_config(config)
+        self.hf_config = config.to_hf()
         text = self.hf_config.text_config
         text._attn_implementation = ATTN_IMPLEMENTATION
         self.vision_tower_high = GotOcr2VisionEncoder(self.hf_config.vision_config)
@@ -106,7 +89,10 @@ class GotOcr2ForCausalLM(nn.Module):
 
     def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
         """(tiles, 3, S, S) pixels -> image features (tiles, 256, W), one row per tile."""
-        with torch.no_grad():  # the original never trains the encoder at this stage; its features are inputs
+        # The original runs its encoder without gradients in training (post-training keeps it frozen);
+        # it gets them only when `vary train --train-encoder` made it trainable.
+        trains = self.vision_tower_high.pos_embed.requires_grad and torch.is_grad_enabled()
+        with torch.set_grad_enabled(trains):
             neck = self.vision_tower_high(pixel_values=pixels).last_hidden_state  # (tiles, C, 64, 64)
         return self.multi_modal_projector(neck)  # (tiles, 256, W)
 
