@@ -20,10 +20,8 @@ import typer
 from .common import (DebugOption, DeviceOption, DtypeOption, MaxTokensOption, ModelOption, SeedOption,
                      TemperatureOption, TopPOption, fail, generation_config, load_model, stderr)
 from ..errors import VaryError
+from ..text.prompts import FORMAT_PROMPTS as DEFAULT_PROMPT  # the prompt each format gets unless --prompt says
 
-# The prompt each format gets unless --prompt says otherwise: Vary's document task writes Markdown with
-# LaTeX math, which serves md, tex and jsonl; plain text asks for plain OCR.
-DEFAULT_PROMPT = {"md": "markdown", "mmd": "markdown", "tex": "markdown", "jsonl": "markdown", "txt": "ocr"}
 FALLBACKS = ("text-layer",)
 
 
