@@ -61,14 +61,15 @@ class FairQueue:
     def __len__(self) -> int:
         return self._size
 
-    def add(self, group: str, tasks: list[PageTask]) -> None:
-        """Queue `tasks` at the end of `group` (a new group joins the rotation last).
+    def add(self, group: str, tasks: list[PageTask], force: bool = False) -> None:
+        """Queue `tasks` at the end of `group` (a new group joins the rotation last). `force` skips the
+        limit (jobs accepted before a restart).
 
         Raises:
             ApiError: 429 when the queue would hold more than `limit` pages.
         """
         with self._lock:
-            if self._size + len(tasks) > self.limit:
+            if not force and self._size + len(tasks) > self.limit:
                 raise ApiError(429, f"the queue is full ({self._size} page(s) waiting, at most {self.limit}); "
                                     "try again later", headers={"Retry-After": "30"})
             if tasks:

@@ -54,6 +54,7 @@ class Stats:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.started = time.monotonic()
+        self.started_wall = time.time()
         self.pages = self.failed_pages = 0
         self.steps = self.rows = 0
         self.shared_steps = 0  # forward passes whose batch held pages of more than one job or request
