@@ -108,12 +108,12 @@ class FakeBackend:
         return engine
 
     def request(self, task) -> FakeRequest:
+        with self.lock:
+            self.requested.append(task.key)
         try:
             image = task.render()
         except InputError as error:
             image = error
-        with self.lock:
-            self.requested.append(task.key)
         return FakeRequest(task.key, image, task.prompt, task.max_new_tokens)
 
     def result(self, task, outcome) -> PageResult:

@@ -1,9 +1,11 @@
 """Engine threads: each owns one model and one decode engine, and feeds it pages from the fair queue.
 
 A `Worker` keeps at most `batch_size` pages in its engine, so the engine never holds a backlog of its
-own and every free row goes to the page `FairQueue.pop` picks then (round-robin between jobs). Each
-turn it applies cancellations (`engine.cancel` drops a cancelled job's rows at the next step), tops the
-engine up, runs one `engine.step()` and hands each finished page's `PageResult` to its task's `done`.
+own and every free row goes to a page `FairQueue.pop` picked shortly before (round-robin between jobs).
+Rendering and preprocessing a page (pdftoppm, resizing: CPU work of a few hundred milliseconds) run on a
+small thread pool for up to `batch_size` pages ahead, so the engine keeps decoding meanwhile. Each turn
+the worker applies cancellations (`engine.cancel` drops a cancelled job's rows at the next step), tops
+the engine up, runs one `engine.step()` and hands each finished page's `PageResult` to its task's `done`.
 Tokens reach `task.token` as they are chosen (streamed chat completions). HTTP handlers never touch the
 engine: they queue pages and read results. The model side (rendering a page into a request, turning an
 outcome into a PageResult) is a `Backend` (backend.py).
@@ -16,6 +18,7 @@ import queue as stdqueue
 import threading
 import time
 from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Protocol
 
 from ..errors import one_line
@@ -94,10 +97,13 @@ class Worker:
     """One engine thread; see the module docstring."""
 
     IDLE_WAIT_S = 0.5
+    PREPARE_THREADS = 2
 
     def __init__(self, name: str, backend: Backend, pages: FairQueue, stats: Stats) -> None:
         self.name, self.backend, self.pages, self.stats = name, backend, pages, stats
         self._inflight: dict[PageKey, PageTask] = {}
+        self._preparing: deque[tuple[PageTask, Future]] = deque()
+        self._pool = ThreadPoolExecutor(self.PREPARE_THREADS, thread_name_prefix=f"{name}-prepare")
         self._cancels: stdqueue.SimpleQueue[str] = stdqueue.SimpleQueue()
         self._stop = threading.Event()
         self.engine: Any = None
@@ -110,6 +116,7 @@ class Worker:
         self._stop.set()
         self.pages.wake()
         self.thread.join(timeout)
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     def cancel(self, group: str) -> None:
         """Drop `group`'s pages from this engine at its next turn."""
@@ -124,7 +131,8 @@ class Worker:
                 self._apply_cancels()
                 self._fill()
                 if self.engine.idle:
-                    self.pages.wait(self.IDLE_WAIT_S)
+                    if not self._preparing:
+                        self.pages.wait(self.IDLE_WAIT_S)
                     continue
                 self.stats.step(len(self._inflight), len({key.group for key in self._inflight}))
                 for outcome in self.engine.step():
@@ -133,7 +141,7 @@ class Worker:
                 log.exception("%s: the engine failed; its pages fail and a new engine starts", self.name)
                 for task in list(self._inflight.values()):
                     self._deliver(task, failed_result(task, error))
-                self._inflight.clear()
+                self._inflight.clear()  # pages still being prepared go into the new engine
                 self.engine = None
                 time.sleep(self.IDLE_WAIT_S)
             finally:
@@ -148,13 +156,31 @@ class Worker:
             self.engine.cancel(lambda key, group=group: key.group == group)
             for key in [key for key in self._inflight if key.group == group]:
                 del self._inflight[key]
+            self._preparing = deque((task, future) for task, future in self._preparing if task.key.group != group)
 
     def _fill(self) -> None:
-        while len(self._inflight) < self.backend.batch_size:
+        """Claim pages up to a batch ahead and prepare them; move prepared pages into free rows in order.
+
+        With rows decoding, a page not prepared yet waits for the next turn; with none, the worker waits
+        for it (there is nothing else to do).
+        """
+        size = self.backend.batch_size
+        while len(self._inflight) + len(self._preparing) < 2 * size:
             task = self.pages.pop()
             if task is None:
+                break
+            self._preparing.append((task, self._pool.submit(self.backend.request, task)))
+        while self._preparing and len(self._inflight) < size:
+            task, future = self._preparing[0]
+            if not future.done() and self._inflight:
                 return
-            request = self.backend.request(task)
+            self._preparing.popleft()
+            try:
+                request = future.result()
+            except Exception as error:  # noqa: BLE001 - preparing this page failed: it fails alone
+                log.exception("%s: could not prepare %s", self.name, task.key)
+                self._deliver(task, failed_result(task, error))
+                continue
             self._inflight[task.key] = task
             self.engine.submit(request)
 
