@@ -131,6 +131,9 @@ class FakeBackend:
     def decode(self, ids: list[int]) -> str:
         return "".join(map(chr, ids))
 
+    def token_bytes(self, ids: list[int]) -> bytes:
+        return self.decode(ids).encode("utf-8")
+
     def prompt_tokens(self, prompt: str) -> int:
         return 10 + len(prompt)
 

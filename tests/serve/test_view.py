@@ -26,3 +26,4 @@ def test_scripts_handlers_and_links_are_dropped():
     assert "alert" not in out and "onerror" not in out and "onclick" not in out and "<img" not in out
     assert "<p>hi</p>" in out and "link" in out and "body{}" not in out
     assert sanitize("a < b & c") == "a &lt; b &amp; c"
+

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import codecs
 import time
 import uuid
 from dataclasses import dataclass
@@ -131,23 +132,23 @@ async def read_image_url(url: str, limit: int, allow_remote: bool) -> bytes:
 
 
 class TextDelta:
-    """Streamed token ids -> new text, holding back a trailing partial UTF-8 character."""
+    """Streamed token ids -> new text: each token's bytes go through an incremental UTF-8 decoder, which
+    holds back only a character still incomplete and replaces broken bytes at once, so the pieces add up
+    to the page's text."""
 
-    def __init__(self, decode: Callable[[list[int]], str]) -> None:
-        self.decode = decode
-        self.tokens: list[int] = []
+    def __init__(self, token_bytes: Callable[[list[int]], bytes]) -> None:
+        self.token_bytes = token_bytes
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.sent = ""
 
     def add(self, token: int) -> str:
-        self.tokens.append(token)
-        text = self.decode(self.tokens)
-        if text.endswith("\ufffd") or not text.startswith(self.sent):
-            return ""
-        piece, self.sent = text[len(self.sent):], text
+        piece = self.decoder.decode(self.token_bytes([token]))
+        self.sent += piece
         return piece
 
     def rest(self, final_text: str) -> str:
-        """What is left to send once the page's final text is known."""
+        """What is left to send once the page's final text is known (a held-back character's end)."""
+        self.sent += self.decoder.decode(b"", final=True)
         return final_text[len(self.sent):] if final_text.startswith(self.sent) else ""
 
 

@@ -97,7 +97,7 @@ async def chat_completions(request: Request):
         return f"data: {json.dumps(body, ensure_ascii=False)}\n\n".encode("utf-8")
 
     async def stream():
-        delta = chat.TextDelta(service.backend.decode)
+        delta = chat.TextDelta(service.backend.token_bytes)
         finished = False
         try:
             yield line(chat.chunk(completion_id, model, {"role": "assistant", "content": ""}))
