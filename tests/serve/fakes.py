@@ -45,8 +45,8 @@ def page_text(image, prompt: str) -> str:
 
 
 class FakeEngine:
-    def __init__(self, batch_size: int, on_token=None, step_seconds: float = 0.002) -> None:
-        self.batch_size, self.on_token, self.step_seconds = batch_size, on_token, step_seconds
+    def __init__(self, batch_size: int, on_token=None, step_seconds: float = 0.002, text=page_text) -> None:
+        self.batch_size, self.on_token, self.step_seconds, self.text = batch_size, on_token, step_seconds, text
         self.queued: list[FakeRequest] = []
         self.rows: list[tuple[FakeRequest, list[int], FakeGeneration, float]] = []
         self.decode_steps = self.row_steps = 0
@@ -71,7 +71,7 @@ class FakeEngine:
             if isinstance(request.image, BaseException):
                 out.append(FakeOutcome(request, None, request.image, 0.0))
                 continue
-            text = page_text(request.image, request.prompt)
+            text = self.text(request.image, request.prompt)
             self.rows.append((request, [ord(c) for c in text], FakeGeneration(), time.perf_counter()))
         if not self.rows:
             return out
@@ -96,14 +96,14 @@ class FakeEngine:
 
 
 class FakeBackend:
-    def __init__(self, batch_size: int = 4, step_seconds: float = 0.002) -> None:
-        self.batch_size, self.step_seconds = batch_size, step_seconds
+    def __init__(self, batch_size: int = 4, step_seconds: float = 0.002, text=page_text) -> None:
+        self.batch_size, self.step_seconds, self.text = batch_size, step_seconds, text
         self.engines: list[FakeEngine] = []
         self.requested: list[Any] = []  # keys of every page handed to an engine
         self.lock = threading.Lock()
 
     def new_engine(self, on_token) -> FakeEngine:
-        engine = FakeEngine(self.batch_size, on_token, self.step_seconds)
+        engine = FakeEngine(self.batch_size, on_token, self.step_seconds, self.text)
         self.engines.append(engine)
         return engine
 

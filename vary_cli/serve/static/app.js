@@ -107,6 +107,7 @@ async function addPage(job, event) {
   card.className = "page";
   card.dataset.order = String(event.document * 100000 + event.page);
   const title = document.createElement("h2");
+  title.className = "title";
   title.textContent = `${event.name} · page ${event.page}` + (event.finish_reason === "stop" ? "" : ` · ${event.finish_reason}`);
   const picture = document.createElement("img");
   picture.alt = `page ${event.page} of ${event.name}`;
