@@ -178,10 +178,26 @@ class JobStore:
                 ((_, image),) = self.document(job, index).iter_pages([number])
                 return image
 
+            def text_layer(index=index, number=number):
+                from ..convert.text_layer import page_text
+
+                return page_text(job.path(index), number)
+
             tasks.append(PageTask(PageKey(job.id, index, number), render, job.options.prompt,
                                   job.options.max_new_tokens, source=doc.name, page=doc.key(number),
-                                  done=lambda result, index=index, number=number: done(job, index, number, result)))
+                                  done=lambda result, index=index, number=number: done(job, index, number, result),
+                                  text_layer=text_layer if doc.kind == "pdf" else None,
+                                  earlier=lambda index=index, number=number: self.earlier_texts(job, index, number)))
         return tasks
+
+    def earlier_texts(self, job: Job, index: int, number: int) -> list[str]:
+        """The text of the document's last pages finished before page `number` (`vary convert`'s ngram
+        drafting source)."""
+        from ..convert.stream import EARLIER_PAGES
+
+        with job.lock:
+            before = sorted(page for (i, page) in job.results if i == index and page is not None and page < number)
+            return [job.results[(index, page)].text for page in before[-EARLIER_PAGES:]]
 
     def record(self, job: Job, index: int, number: int, result: PageResult) -> bool:
         """Store a finished page durably and publish its event; True when it was the job's last page."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from .http import ApiError
@@ -33,7 +33,9 @@ class PageTask:
 
     `render()` returns the page's RGB image (or raises InputError); `done(result)` gets its PageResult on
     an engine thread; `token(id)`, if set, gets each token as it is chosen (streamed chat completions).
-    `source` is the label the PageResult carries; `page` is None for a lone image.
+    `source` is the label the PageResult carries; `page` is None for a lone image. `text_layer()` and
+    `earlier()` give the drafting sources (`--draft`): the PDF page's own text, and the text of the
+    document's last pages finished before this one.
     """
 
     key: PageKey
@@ -45,7 +47,7 @@ class PageTask:
     done: Callable[[Any], None]
     token: Callable[[int], None] | None = None
     text_layer: Callable[[], str | None] | None = None
-    extra: dict = field(default_factory=dict)
+    earlier: Callable[[], list[str]] | None = None
 
 
 class FairQueue:
