@@ -249,3 +249,29 @@ def test_ocr_chat_models_and_health(make_server):
     health = client.get("/healthz").json()
     assert health["status"] == "ok" and health["model"] == "fake" and health["queue"] == 0
     assert client.get("/v1/nothing").json() == {"error": "Not Found"}
+
+
+def test_a_chat_client_that_leaves_mid_stream_frees_its_row(tmp_path):
+    import base64
+
+    import httpx
+
+    from fakes import FakeBackend
+    from live import ThreadServer
+    from vary_cli.serve.app import create_app
+    from vary_cli.serve.config import ServeConfig
+    from vary_cli.serve.service import Service
+
+    backend = FakeBackend(batch_size=2, step_seconds=0.05)  # 26 tokens: over a second of decoding
+    service = Service(ServeConfig(jobs_dir=tmp_path / "jobs", model_name="m"), [backend])
+    url = "data:image/png;base64," + base64.b64encode(png_bytes()).decode()
+    body = {"model": "m", "stream": True,
+            "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}]}]}
+    with ThreadServer(create_app(service)) as server:
+        with httpx.stream("POST", f"{server.url}/v1/chat/completions", json=body, timeout=30) as response:
+            lines = response.iter_lines()
+            assert next(lines).startswith("data: ")  # the role chunk
+            wait_for(lambda: service.stats.active == 1)
+        wait_for(lambda: service.stats.active == 0 and backend.engines[0].idle)
+        assert service.stats.pages == 0  # dropped from the batch, not decoded to its end
+        assert httpx.get(f"{server.url}/healthz").json()["status"] == "ok"
