@@ -83,15 +83,9 @@ def main() -> None:
                         "on a shared machine)")
     args = parser.parse_args()
 
-    import importlib.util
-
     from conftest import make_checkpoint, tiny_config  # tests/conftest.py
-    from live import LiveServer  # tests/serve/live.py
-
-    spec = importlib.util.spec_from_file_location("serve_conftest", ROOT / "tests" / "serve" / "conftest.py")
-    serve_conftest = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(serve_conftest)
-    pdf_bytes = serve_conftest.pdf_bytes
+    from live_server import LiveServer  # tests/serve/live_server.py
+    from serve_fixtures import pdf_bytes  # tests/serve/serve_fixtures.py
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -37,8 +37,8 @@ def canned(image, prompt: str) -> str:
 def main() -> None:
     from playwright.sync_api import expect, sync_playwright
 
-    from fakes import FakeBackend
-    from live import ThreadServer
+    from fake_engine import FakeBackend
+    from live_server import ThreadServer
     from vary_cli.serve.app import create_app
     from vary_cli.serve.config import ServeConfig
     from vary_cli.serve.service import Service

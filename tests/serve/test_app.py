@@ -4,7 +4,33 @@ import json
 
 import pytest
 
-from conftest import encrypted_pdf_bytes, pdf_bytes, png_bomb, png_bytes, wait_for
+from serve_fixtures import encrypted_pdf_bytes, pdf_bytes, png_bomb, png_bytes, wait_for
+
+
+@pytest.fixture
+def make_server(tmp_path):
+    """make_server(**config) -> (TestClient, service, backend) over the fake engine; closed at teardown."""
+    from fastapi.testclient import TestClient
+
+    from fake_engine import FakeBackend
+    from vary_cli.serve.app import create_app
+    from vary_cli.serve.config import ServeConfig
+    from vary_cli.serve.service import Service
+
+    opened = []
+
+    def make(backend=None, jobs_dir=None, **config):
+        backend = backend or FakeBackend()
+        service = Service(ServeConfig(jobs_dir=jobs_dir or tmp_path / "jobs", model_name="vary-test", **config),
+                          [backend])
+        client = TestClient(create_app(service))
+        client.__enter__()
+        opened.append(client)
+        return client, service, backend
+
+    yield make
+    for client in opened:
+        client.__exit__(None, None, None)
 
 
 def submit(client, files, **fields):
@@ -68,7 +94,7 @@ def test_several_documents_a_page_range_and_a_lone_image(make_server):
 
 
 def test_round_robin_lets_a_small_job_finish_before_a_big_one(make_server):
-    from fakes import FakeBackend
+    from fake_engine import FakeBackend
 
     client, service, _ = make_server(backend=FakeBackend(batch_size=2, step_seconds=0.01))
     claimed, pop = [], service.queue.pop
@@ -127,7 +153,7 @@ def test_bad_options_get_400(make_server, fields, words):
 
 
 def test_limits_per_job_and_for_the_queue(make_server):
-    from fakes import FakeBackend
+    from fake_engine import FakeBackend
 
     client, service, _ = make_server(backend=FakeBackend(batch_size=1, step_seconds=0.05), max_job_pages=3,
                                      max_queue_pages=4, max_upload_mb=0.05)
@@ -143,7 +169,7 @@ def test_limits_per_job_and_for_the_queue(make_server):
 
 
 def test_cancel_frees_rows_and_delete_removes_the_job(make_server):
-    from fakes import FakeBackend
+    from fake_engine import FakeBackend
 
     client, service, _ = make_server(backend=FakeBackend(batch_size=2, step_seconds=0.01))
     job = submit(client, [("long.pdf", pdf_bytes(8))], prompt="x" * 2000, max_new_tokens="2000").json()["job"]
@@ -162,7 +188,7 @@ def test_cancel_frees_rows_and_delete_removes_the_job(make_server):
 
 
 def test_a_restarted_server_finishes_the_job_without_redoing_pages(make_server, tmp_path):
-    from fakes import FakeBackend
+    from fake_engine import FakeBackend
 
     jobs_dir = tmp_path / "kept"
     client, service, first = make_server(backend=FakeBackend(batch_size=1, step_seconds=0.005), jobs_dir=jobs_dir)
@@ -256,8 +282,8 @@ def test_a_chat_client_that_leaves_mid_stream_frees_its_row(tmp_path):
 
     import httpx
 
-    from fakes import FakeBackend
-    from live import ThreadServer
+    from fake_engine import FakeBackend
+    from live_server import ThreadServer
     from vary_cli.serve.app import create_app
     from vary_cli.serve.config import ServeConfig
     from vary_cli.serve.service import Service

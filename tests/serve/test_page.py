@@ -14,9 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import pdf_bytes
-from fakes import FakeBackend
-from live import ThreadServer
+from serve_fixtures import pdf_bytes
+from fake_engine import FakeBackend
+from live_server import ThreadServer
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs the system's Chromium (apt-get install chromium)")

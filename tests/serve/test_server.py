@@ -17,8 +17,8 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from conftest import pdf_bytes, png_bytes, wait_for
-from live import LiveServer, follow_events
+from serve_fixtures import pdf_bytes, png_bytes, wait_for
+from live_server import LiveServer, follow_events
 from vary_cli.cli.app import app
 
 TOKEN = "test-token"

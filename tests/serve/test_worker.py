@@ -1,7 +1,7 @@
 """worker.py: an engine thread survives a failing engine and a page that cannot be prepared."""
 
-from conftest import wait_for
-from fakes import FakeBackend, FakeEngine
+from serve_fixtures import wait_for
+from fake_engine import FakeBackend, FakeEngine
 from PIL import Image
 
 from vary_cli.serve.queue import FairQueue, PageKey, PageTask

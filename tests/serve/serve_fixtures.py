@@ -1,18 +1,13 @@
-"""Documents for the server's tests (good, broken, hostile) and a server over the fake engine."""
+"""Documents for the server's tests (good, broken, hostile) and a polling helper; also used by bench/bench_serve.py."""
 
 from __future__ import annotations
 
 import io
 import struct
-import sys
 import time
 import zlib
-from pathlib import Path
 
-import pytest
 from PIL import Image, ImageDraw
-
-sys.path.insert(0, str(Path(__file__).parent))
 
 
 def pdf_bytes(n_pages: int, shade: int = 0) -> bytes:
@@ -61,29 +56,3 @@ def wait_for(predicate, timeout: float = 30.0, every: float = 0.02):
             return value
         time.sleep(every)
     raise AssertionError("timed out waiting")
-
-
-@pytest.fixture
-def make_server(tmp_path):
-    """make_server(**config) -> (TestClient, service, backend) over the fake engine; closed at teardown."""
-    from fastapi.testclient import TestClient
-
-    from fakes import FakeBackend
-    from vary_cli.serve.app import create_app
-    from vary_cli.serve.config import ServeConfig
-    from vary_cli.serve.service import Service
-
-    opened = []
-
-    def make(backend=None, jobs_dir=None, **config):
-        backend = backend or FakeBackend()
-        service = Service(ServeConfig(jobs_dir=jobs_dir or tmp_path / "jobs", model_name="vary-test", **config),
-                          [backend])
-        client = TestClient(create_app(service))
-        client.__enter__()
-        opened.append(client)
-        return client, service, backend
-
-    yield make
-    for client in opened:
-        client.__exit__(None, None, None)
