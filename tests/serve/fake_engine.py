@@ -49,7 +49,7 @@ class FakeEngine:
         self.batch_size, self.on_token, self.step_seconds, self.text = batch_size, on_token, step_seconds, text
         self.queued: list[FakeRequest] = []
         self.rows: list[tuple[FakeRequest, list[int], FakeGeneration, float]] = []
-        self.decode_steps = self.row_steps = 0
+        self.forward_passes = self.row_passes = 0
 
     def submit(self, request: FakeRequest) -> None:
         self.queued.append(request)
@@ -76,8 +76,8 @@ class FakeEngine:
         if not self.rows:
             return out
         time.sleep(self.step_seconds)
-        self.decode_steps += 1
-        self.row_steps += len(self.rows)
+        self.forward_passes += 1
+        self.row_passes += len(self.rows)
         still = []
         for request, tokens, generation, started in self.rows:
             generation.token_ids.append(tokens[len(generation.token_ids)])

@@ -116,7 +116,8 @@ def test_round_robin_lets_a_small_job_finish_before_a_big_one(make_server):
     first = claimed.index(small)
     assert first <= claimed_before + 1 and claimed[first + 1:first + 3] == [big, small]
     finished(client, big)
-    assert client.get("/healthz").json()["shared_steps"] > 0
+    health = client.get("/healthz").json()
+    assert health["shared_steps"] > 0 and health["engine"]["row_passes"] > health["engine"]["forward_passes"]
 
 
 @pytest.mark.parametrize("name, data, status, words", [
@@ -301,3 +302,21 @@ def test_a_chat_client_that_leaves_mid_stream_frees_its_row(tmp_path):
         wait_for(lambda: service.stats.active == 0 and backend.engines[0].idle)
         assert service.stats.pages == 0  # dropped from the batch, not decoded to its end
         assert httpx.get(f"{server.url}/healthz").json()["status"] == "ok"
+
+
+def test_two_engines_share_the_queue(make_server, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from fake_engine import FakeBackend
+    from vary_cli.serve.app import create_app
+    from vary_cli.serve.config import ServeConfig
+    from vary_cli.serve.service import Service
+
+    backends = [FakeBackend(batch_size=2, step_seconds=0.01), FakeBackend(batch_size=2, step_seconds=0.01)]
+    service = Service(ServeConfig(jobs_dir=tmp_path / "two"), backends)
+    with TestClient(create_app(service)) as client:
+        job = submit(client, [("a.pdf", pdf_bytes(6))]).json()["job"]
+        wait_for(lambda: service.stats.active == 4)  # both engines full
+        assert finished(client, job)["pages_done"] == 6
+        assert all(backend.requested for backend in backends)
+        assert client.get("/healthz").json()["engines"] == 2

@@ -145,6 +145,10 @@ def test_eight_concurrent_clients_share_batches(server, docs, tiny_checkpoint, t
     # Most forward passes held pages of several clients at once (the batch holds 4 rows).
     assert steps > 0 and shared >= steps // 2, (shared, steps)
     assert after["pages"] - before["pages"] == 24 and after["rows_per_step"] > 1.5
+    # The engine's own counters agree: its forward passes averaged well over one row each.
+    passes = after["engine"]["forward_passes"] - before["engine"]["forward_passes"]
+    rows = after["engine"]["row_passes"] - before["engine"]["row_passes"]
+    assert rows / passes > 1.5, (rows, passes)
 
 
 def test_the_openai_client_streams_a_completion(server, docs):

@@ -239,6 +239,7 @@ class JobStore:
         job.events.publish("done", {"state": state, "pages_done": len(job.results), "pages_total": job.pages_total})
 
     def delete(self, job: Job) -> None:
+        """Forget a finished `job` and remove its files (its event log was closed when it finished)."""
         with self._lock:
             self.jobs.pop(job.id, None)
             for key in [key for key in self._documents if key[0] == job.id]:

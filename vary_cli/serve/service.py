@@ -150,8 +150,12 @@ class Service:
         return group, events
 
     def health(self) -> dict:
+        """Liveness and load: the model, queue, pages/s, the workers' counters and the engines' own
+        (`forward_passes`, `row_passes`: rows per pass above 1 means pages shared batches)."""
         info = self.backend.info()
         counters = self.stats.snapshot()
+        engines = [worker.engine for worker in self.workers if worker.engine is not None]
+        engine = {name: sum(getattr(e, name, 0) for e in engines) for name in ("forward_passes", "row_passes", "tokens")}
         return {"status": "ok", **info, "queue": len(self.queue), "active": counters.pop("active"),
                 "pages_per_second": round(self.stats.pages_per_second(), 3), "jobs": len(self.jobs.jobs),
-                "engines": len(self.workers), "batch_size": self.backend.batch_size, **counters}
+                "engines": len(self.workers), "batch_size": self.backend.batch_size, **counters, "engine": engine}

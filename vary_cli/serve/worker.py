@@ -61,8 +61,16 @@ class Stats:
         self.pages = self.failed_pages = 0
         self.steps = self.rows = 0
         self.shared_steps = 0  # forward passes whose batch held pages of more than one job or request
-        self.active = 0
+        self._active: dict[str, int] = {}  # pages in each engine
         self._finished: deque[float] = deque()
+
+    @property
+    def active(self) -> int:
+        """Pages in the engines now, over all engine threads."""
+        return sum(self._active.values())
+
+    def set_active(self, engine: str, pages: int) -> None:
+        self._active[engine] = pages
 
     def step(self, rows: int, groups: int) -> None:
         with self._lock:
@@ -145,7 +153,7 @@ class Worker:
                 self.engine = None
                 time.sleep(self.IDLE_WAIT_S)
             finally:
-                self.stats.active = len(self._inflight)
+                self.stats.set_active(self.name, len(self._inflight))
 
     def _apply_cancels(self) -> None:
         while True:
