@@ -320,3 +320,32 @@ def test_two_engines_share_the_queue(make_server, tmp_path):
         assert finished(client, job)["pages_done"] == 6
         assert all(backend.requested for backend in backends)
         assert client.get("/healthz").json()["engines"] == 2
+
+
+def test_remote_images_only_with_the_flag(make_server):
+    import http.server
+    import threading
+
+    image = png_bytes()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.end_headers()
+            self.wfile.write(image)
+
+        def log_message(self, *args):
+            pass
+
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler) as site:  # this machine only
+        threading.Thread(target=site.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{site.server_address[1]}/page.png"
+        body = {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}]}]}
+        closed, _, _ = make_server()
+        refused = closed.post("/v1/chat/completions", json=body)
+        assert refused.status_code == 400 and "--allow-remote-images" in refused.json()["error"]
+        open_, _, _ = make_server(allow_remote_images=True)
+        answer = open_.post("/v1/chat/completions", json=body).json()
+        assert answer["choices"][0]["message"]["content"] == "ocr 60x80 grey 224 $x^{0}$"
+        site.shutdown()
