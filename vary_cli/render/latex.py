@@ -52,7 +52,7 @@ def escape(text: str) -> str:
     parts = []
     for piece, script in runs(unicodedata.normalize("NFC", text)):
         if script is None:
-            parts.append("".join(f"\\varychar{{{ch}}}" if needs_fallback(ch) else ch for ch in _escape(piece)))
+            parts.append("".join(_outside_scripts(ch) for ch in _escape(piece)))
             continue
         if script.reorders:  # each word carries its text in logical order, for copy and search
             escaped = "".join(word if not word or word.isspace() else
@@ -63,6 +63,14 @@ def escape(text: str) -> str:
         rtl = ("\\beginR", "\\endR") if script.rtl else ("", "")
         parts.append(f"{{\\varyfont{script.name}{rtl[0]}{{}}{escaped}{rtl[1]}}}")
     return "".join(parts)
+
+
+def _outside_scripts(char: str) -> str:
+    if char == "\u00ad":
+        return "\\-"  # a soft hyphen is where a word may break
+    if unicodedata.category(char) == "Cf":
+        return ""  # marks that draw nothing (zero-width space, direction marks) have no glyph to miss
+    return f"\\varychar{{{char}}}" if needs_fallback(char) else char
 
 
 def _escape(text: str) -> str:
