@@ -104,7 +104,7 @@ def test_jsonl_has_one_object_per_page_with_fixed_keys():
     records = [json.loads(line) for line in lines[:-1]]
     assert [list(r) for r in records] == [list(JSONL_KEYS)] * 3
     assert records[1] == {"source": "doc.pdf", "page": 2, "text": "", "finish_reason": "error", "tokens": 0,
-                          "seconds": 0.5, "error": "boom"}
+                          "seconds": 0.5, "error": "boom", "forward_passes": 0, "draft_tokens_accepted": 0}
     assert records[2]["page"] is None and records[2]["text"] == "ünï\u2028code"
     assert render_document(results, "jsonl") == out
 
