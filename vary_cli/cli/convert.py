@@ -176,8 +176,8 @@ def glyph_warning(report) -> str | None:
     chars = "".join(dict.fromkeys("".join(report.missing_glyphs.values())))
     shown = chars[:12] + ("…" if len(chars) > 12 else "")
     codes = " ".join(f"U+{ord(ch):04X}" for ch in chars[:4])
-    return (f"{report.source}: page(s) {pages}: no installed font has {shown} ({codes}); xelatex will "
-            "leave them out (Debian: apt-get install fonts-noto-core)")
+    return (f"{report.source}: page(s) {pages}: no installed font has {shown} ({codes}); xelatex will leave "
+            "them out (Debian: apt-get install fonts-noto-core)")
 
 
 def make_progress(quiet: bool, total_documents: int, plan_line=None):
@@ -204,7 +204,7 @@ def make_progress(quiet: bool, total_documents: int, plan_line=None):
         def document_done(self, report) -> None:
             warning = glyph_warning(report)
             if warning:  # even with --quiet: the PDF will lack these characters
-                stderr.print(labelled("warning:", "yellow", warning), soft_wrap=True)
+                stderr.print(labelled("warning:", "yellow", warning))
             if quiet:
                 return
             where = "stdout" if report.output is None else str(report.output)
