@@ -27,11 +27,19 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from vary_cli.models.checkpoint import build_on_meta, load_directory  # noqa: E402
-from vary_cli.engine.generate import GenerationConfig  # noqa: E402
+from vary_cli.engine.config import GenerationConfig  # noqa: E402
 from vary_cli.models.config import PRESETS  # noqa: E402
 from vary_cli.weights.device import resolve_device, resolve_dtype  # noqa: E402
-from vary_cli.engine.generate import generate  # noqa: E402
-from vary_cli.engine.batcher import ContinuousBatcher, PageRequest  # noqa: E402
+from vary_cli.engine.batcher import Engine  # noqa: E402
+from vary_cli.engine.requests import PageRequest  # noqa: E402
+
+
+def generate(loaded, features, gen):
+    """Decode every page of `features` (B, N, W) together, as one batch of the engine."""
+    ids = loaded.prompt_ids("ocr" if loaded.is_tiny else "markdown")
+    engine = Engine(loaded.model, torch.cat, gen, loaded.stop_ids, features.shape[0])
+    outcomes = list(engine.run(PageRequest(i, features[i:i + 1], ids) for i in range(features.shape[0])))
+    return [o.generation for o in outcomes]
 
 
 def max_rss_gib() -> float:
@@ -149,11 +157,11 @@ def main() -> None:
             sync()
             encode += time.perf_counter() - started
             started = time.perf_counter()
-            generate(loaded.model, [ids] * n, features, replace(gen, max_new_tokens=1), loaded.stop_ids, loaded.pad_id)
+            generate(loaded, features, replace(gen, max_new_tokens=1))
             sync()
             prefill += time.perf_counter() - started
             started = time.perf_counter()
-            results = generate(loaded.model, [ids] * n, features, gen, loaded.stop_ids, loaded.pad_id)
+            results = generate(loaded, features, gen)
             sync()
             total += time.perf_counter() - started
             tokens += sum(len(r.token_ids) for r in results)
@@ -183,7 +191,7 @@ def bench_mixed(loaded, page, args) -> None:
 
     The best of `--rounds` is reported, with the count of decode steps (batch forward passes) of each.
 
-    Both schedulers are the same engine (`ContinuousBatcher`, `refill` off for static) run on the same
+    Both schedulers are the same engine (`Engine`, `refill` off for static) run on the same
     pages in the same order, alternating round by round so a shared machine's noise hits both alike.
     """
     lengths = page_lengths(args.mixed, args.length_scale)
@@ -203,8 +211,7 @@ def bench_mixed(loaded, page, args) -> None:
     for _ in range(args.rounds):
         for batch in args.batch:
             for scheduler in ("static", "continuous"):
-                batcher = ContinuousBatcher(loaded.model, encode, gen, loaded.stop_ids, batch,
-                                            refill=scheduler == "continuous")
+                batcher = Engine(loaded.model, encode, gen, loaded.stop_ids, batch, refill=scheduler == "continuous")
                 requests = [PageRequest(i, page, ids, stop_after=n) for i, n in enumerate(lengths)]
                 started, cpu_started = time.perf_counter(), time.process_time()
                 outcomes = list(batcher.run(requests))
@@ -216,9 +223,9 @@ def bench_mixed(loaded, page, args) -> None:
                 assert sorted(len(o.generation.token_ids) for o in outcomes) == sorted(lengths)
                 seconds.setdefault((batch, scheduler), []).append(elapsed)
                 cpu_seconds.setdefault((batch, scheduler), []).append(cpu)
-                steps[(batch, scheduler)] = batcher.decode_steps
+                steps[(batch, scheduler)] = batcher.forward_passes
                 print(json.dumps({"stage": "mixed", "batch": batch, "scheduler": scheduler,
-                                  "decode_steps": batcher.decode_steps, "row_steps": batcher.row_steps,
+                                  "forward_passes": batcher.forward_passes, "row_passes": batcher.row_passes,
                                   "seconds": round(elapsed, 2), "cpu_seconds": round(cpu, 2),
                                   "pages_per_s": round(len(lengths) / elapsed, 4),
                                   "tokens_per_s": round(sum(lengths) / elapsed, 2),

@@ -4,7 +4,7 @@
     python bench/profile_decode.py --profile       # plus torch.profiler's top operators per batch size
 
 Builds the LLM of a full-width Vary-toy (random weights, `--layers` decoder layers; the vision towers
-are not needed for decoding), prefills `--prompt` tokens and times decode steps as `generate.py` runs
+are not needed for decoding), prefills `--prompt` tokens and times decode steps as the engine (engine/batcher.py) runs
 them (mask, positions, forward, argmax, .tolist()). Both linear paths run in the same process, round
 by round, so a shared machine's noise hits them alike; medians are reported.
 """

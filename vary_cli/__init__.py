@@ -12,7 +12,7 @@ ones above it in this list (tests/test_layering.py checks it):
     weights/    the weights.toml registry, hub downloads with hash checks, device and dtype choice
     text/       tokenizers (Qwen-1 tiktoken, OPT GPT-2 BPE) and each release's prompt templates
     models/     Vary-Qwen and Vary-OPT modules, config, preprocessing, the key table, load, save, LoadedModel
-    engine/     the one decode path: continuous batching, per-row KV cache, sampling, repetition guard
+    engine/     the one decode path: continuous batching, per-row KV cache, drafting, sampling, guard
     render/     the writers: Mathpix repair, md / mmd / tex / txt / jsonl; pure strings
     convert/    the page pipeline: raster -> preprocess -> engine -> render -> output; sharding
     eval/       the paper's metrics, benchmark readers and reports (`vary eval`)
@@ -37,14 +37,14 @@ def load(name_or_dir, device: str = "auto", dtype: str = "auto"):
 
 
 def convert_document(*args, **kwargs):
-    """Convert one PDF or image file (see `pipeline.convert_document`)."""
-    from .convert.pipeline import convert_document as _convert
+    """Convert one PDF or image file (see `convert.stream.convert_document`)."""
+    from .convert.stream import convert_document as _convert
 
     return _convert(*args, **kwargs)
 
 
 def ocr_images(*args, **kwargs):
-    """Read image files one at a time (see `pipeline.ocr_images`)."""
+    """Read image files, yielding results in input order (see `convert.pipeline.ocr_images`)."""
     from .convert.pipeline import ocr_images as _ocr
 
     return _ocr(*args, **kwargs)

@@ -44,13 +44,36 @@ def atomic_write_bytes(path: Path | str, data: bytes) -> None:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException as exc:
-        # BaseException too: a Ctrl-C mid-write must not leave a stray temporary file either.
-        tmp.unlink(missing_ok=True)
+        # BaseException too: a Ctrl-C mid-write must not leave a stray temporary file either. The cleanup
+        # itself may fail the same way the write did (the parent is a file: NotADirectoryError); that must
+        # not hide the error being reported.
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
         if isinstance(exc, OSError):
             raise OutputError(f"{path}: cannot write the output ({exc.strerror or exc}); check that the "
                               "directory is writable and the disk has space") from None
         raise
     fsync_dir(path.parent)
+
+
+def check_target(path: Path | str, flag: str, directory: bool = False) -> None:
+    """Fail now, before any work, when `path` can never be written: a file target that is a directory, a
+    directory target that is a file, or an existing ancestor that is not a directory.
+
+    Raises:
+        OutputError: naming `flag` and the path in the way.
+    """
+    path = Path(path)
+    if path.exists() and path.is_dir() != directory:
+        kind = "a file" if directory else "a directory"
+        raise OutputError(f"{flag} {path}: is {kind}; give a {'directory' if directory else 'file'} path")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise OutputError(f"{flag} {path}: {parent} is a file, not a directory")
+            return
 
 
 def fsync_dir(directory: Path) -> None:

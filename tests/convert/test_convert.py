@@ -1,4 +1,4 @@
-"""pipeline.convert_document and `vary convert` on a tiny release-layout checkpoint: whole documents."""
+"""stream.convert_document and `vary convert` on a tiny release-layout checkpoint: whole documents."""
 
 import json
 import os
@@ -13,10 +13,10 @@ import torch
 from PIL import Image, ImageDraw
 from typer.testing import CliRunner
 
-from vary_cli.convert import pipeline
+from vary_cli.convert import pipeline, stream
 from vary_cli.models.checkpoint import load_directory
 from vary_cli.cli.app import app
-from vary_cli.engine.generate import GenerationConfig
+from vary_cli.engine.config import GenerationConfig
 from vary_cli.errors import InputError
 from vary_cli.convert.output import sidecar_path
 
@@ -47,7 +47,34 @@ def convert(loaded, source, output, **kw):
     kw.setdefault("prompt", "markdown")
     kw.setdefault("fmt", "jsonl")
     kw.setdefault("gen", GEN)
-    return pipeline.convert_document(loaded, source, output, **kw)
+    return stream.convert_document(loaded, source, output, **kw)
+
+
+def patch_encoder(loaded, monkeypatch, check):
+    """Make `loaded.encode_inputs` call `check(colours)` first, with the red of pixel (5, 5) of each page it
+    encodes (what tells the test pages apart), so a test can fail chosen pages."""
+    colours = {}
+    real_prepare, real_encode = loaded.prepare_page, loaded.encode_inputs
+
+    def prepare(image, prompt="ocr"):
+        inputs, ids = real_prepare(image, prompt)
+        colours[id(inputs)] = image.getpixel((5, 5))[0]
+        return inputs, ids
+
+    def encode(inputs, vision_batch=None):
+        check([colours[id(page)] for page in inputs])
+        return real_encode(inputs, vision_batch)
+
+    monkeypatch.setattr(loaded, "prepare_page", prepare)
+    monkeypatch.setattr(loaded, "encode_inputs", encode)
+
+
+def count_requests(monkeypatch) -> list:
+    """Pages sent to the engine from now on (one entry each)."""
+    made = []
+    real = stream.page_request
+    monkeypatch.setattr(stream, "page_request", lambda *a, **k: made.append(1) or real(*a, **k))
+    return made
 
 
 def records(text):
@@ -81,23 +108,23 @@ def test_text_formats_have_splittable_page_markers(loaded, pdf, fmt, marker):
 
 
 def test_a_looping_page_is_cut_and_marked(loaded, pdf, monkeypatch):
-    real = pipeline.generate
+    real = stream.page_result
 
-    def looping(model, prompts, features, gen, stop_ids, pad_id, on_token=None):
-        out = real(model, prompts, features, gen, stop_ids, pad_id, on_token)
-        for g in out:  # what a looping page model produces, run through the real guard
-            from vary_cli.engine.generate import RepetitionGuard
+    def looping(loaded_, source, page, outcome):
+        g = outcome.generation  # what a looping page model produces, run through the real guard
+        from vary_cli.engine.guard import RepetitionGuard
 
-            guard = RepetitionGuard(gen.repetition_span, gen.repetition_max_period, gen.repetition_min_repeats)
-            tokens = g.token_ids[:3] + [65, 66, 67] * 200
-            for i, t in enumerate(tokens):
-                keep = guard.feed(t)
-                if keep is not None:
-                    g.token_ids, g.finish_reason = tokens[:keep], "repetition"
-                    break
-        return out
+        gen = GenerationConfig(max_new_tokens=6, repetition_span=30)
+        guard = RepetitionGuard(gen.repetition_span, gen.repetition_max_period, gen.repetition_min_repeats)
+        tokens = g.token_ids[:3] + [65, 66, 67] * 200
+        for t in tokens:
+            keep = guard.feed(t)
+            if keep is not None:
+                g.token_ids, g.finish_reason = tokens[:keep], "repetition"
+                break
+        return real(loaded_, source, page, outcome)
 
-    monkeypatch.setattr(pipeline, "generate", looping)
+    monkeypatch.setattr(stream, "page_result", looping)
     report, text = convert(loaded, pdf, None, fmt="md", pages=[(1, 1)],
                            gen=GenerationConfig(max_new_tokens=6, repetition_span=30))
     assert report.results[0].finish_reason == "repetition"
@@ -106,16 +133,14 @@ def test_a_looping_page_is_cut_and_marked(loaded, pdf, monkeypatch):
 
 
 def test_a_failing_page_is_retried_alone_then_marked_and_the_rest_survive(loaded, pdf, monkeypatch):
-    real = loaded.encode_pages
     calls = []
 
-    def flaky(images, prompt="ocr"):
-        calls.append(len(images))
-        if any(image.getpixel((5, 5))[0] == 255 - 20 * 2 for image in images):  # page 3's colour
+    def flaky(colours):
+        calls.append(len(colours))
+        if 255 - 20 * 2 in colours:  # page 3's colour
             raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return real(images, prompt)
 
-    monkeypatch.setattr(loaded, "encode_pages", flaky)
+    patch_encoder(loaded, monkeypatch, flaky)
     report, text = convert(loaded, pdf, None, batch_size=4)
     result = {r["page"]: r for r in records(text)}
     assert result[3]["finish_reason"] == "error" and "out of memory" in result[3]["error"]
@@ -140,16 +165,14 @@ def make_text_pdf(path: Path, n_pages: int) -> Path:
 def test_text_layer_fallback_fills_failed_pages_only_when_asked(loaded, tmp_path, monkeypatch):
     pytest.importorskip("reportlab")
     source = make_text_pdf(tmp_path / "born_digital.pdf", 3)
-    real = loaded.encode_pages
     rendered = []
 
-    def failing_page_two(images, prompt="ocr"):
-        rendered.append(images[0])
+    def failing_page_two(colours):
+        rendered.append(colours[0])
         if len(rendered) == 2:
             raise RuntimeError("CUDA out of memory")
-        return real(images, prompt)
 
-    monkeypatch.setattr(loaded, "encode_pages", failing_page_two)
+    patch_encoder(loaded, monkeypatch, failing_page_two)
     report, md = convert(loaded, source, None, fmt="md", fallback="text-layer")
     assert report.failed_pages == 1 and report.results[1].finish_reason == "error"  # counted as the model left it
     assert "[TEXT_LAYER_FALLBACK:2]\n\nLayer text 2: 50% of \\$5 & x\\_1" in md and "MISSING_PAGE_FAIL" not in md
@@ -177,9 +200,9 @@ KILLER = """
 import os, signal, sys, torch
 from pathlib import Path
 from vary_cli.convert import output
-from vary_cli.convert import pipeline
+from vary_cli.convert import pipeline, stream
 from vary_cli.models.checkpoint import load_directory
-from vary_cli.engine.generate import GenerationConfig
+from vary_cli.engine.config import GenerationConfig
 added = []
 real_add = output.PageStore.add
 def add(self, result):
@@ -189,13 +212,13 @@ def add(self, result):
         os.kill(os.getpid(), signal.SIGKILL)
 output.PageStore.add = add
 generated = []
-real_generate = pipeline.generate_pages
-def counting(loaded, images, *a, **k):
-    generated.extend(range(len(images)))
-    return real_generate(loaded, images, *a, **k)
-pipeline.generate_pages = counting
+real_request = stream.page_request
+def counting(*a, **k):
+    generated.append(1)
+    return real_request(*a, **k)
+stream.page_request = counting
 loaded = load_directory(Path(sys.argv[1]), torch.device("cpu"), torch.float32)
-pipeline.convert_document(loaded, Path(sys.argv[2]), Path(sys.argv[3]), prompt="markdown", fmt="md",
+stream.convert_document(loaded, Path(sys.argv[2]), Path(sys.argv[3]), prompt="markdown", fmt="md",
                           gen=GenerationConfig(max_new_tokens=6), batch_size=1)
 print("generated", len(generated))
 """
@@ -297,18 +320,40 @@ def test_default_batch_size_follows_free_memory(loaded, monkeypatch):
 
 def test_a_rerun_retries_only_the_failed_pages(loaded, pdf, tmp_path, monkeypatch):
     out = tmp_path / "paper.md"
-    real = loaded.encode_pages
-    monkeypatch.setattr(loaded, "encode_pages", lambda images, prompt="ocr": (_ for _ in ()).throw(
-        RuntimeError("boom")) if any(i.getpixel((5, 5))[0] == 255 - 20 for i in images) else real(images, prompt))
-    first, _ = convert(loaded, pdf, out, fmt="md")
+    def page_two_fails(colours):
+        if 255 - 20 in colours:
+            raise RuntimeError("boom")
+
+    with monkeypatch.context() as patched:
+        patch_encoder(loaded, patched, page_two_fails)
+        first, _ = convert(loaded, pdf, out, fmt="md")
     assert first.failed_pages == 1 and "[MISSING_PAGE_FAIL:2]" in out.read_text()
     assert sidecar_path(out).exists()  # not finished: the failed page is still to do
-    monkeypatch.setattr(loaded, "encode_pages", real)
-    generated = []
-    real_generate = pipeline.generate_pages
-    monkeypatch.setattr(pipeline, "generate_pages",
-                        lambda ld, images, *a, **k: generated.append(len(images)) or real_generate(ld, images, *a, **k))
+    generated = count_requests(monkeypatch)
     second, _ = convert(loaded, pdf, out, fmt="md")
     assert generated == [1] and second.resumed_pages == 4 and second.failed_pages == 0
     assert "MISSING_PAGE_FAIL" not in out.read_text() and not sidecar_path(out).exists()
     assert out.read_text() == convert(loaded, pdf, None, fmt="md")[1]
+
+
+def test_drafting_from_the_text_layer_changes_no_token(loaded, tmp_path):
+    pytest.importorskip("reportlab")
+    source = make_text_pdf(tmp_path / "born_digital.pdf", 3)
+    from vary_cli.engine.config import DraftConfig
+
+    gen = GenerationConfig(max_new_tokens=24)
+    _, off = convert(loaded, source, None, gen=gen, draft=DraftConfig(mode="off"))
+    for mode in ("auto", "text-layer", "ngram"):
+        _, on = convert(loaded, source, None, gen=gen, batch_size=2, draft=DraftConfig(mode=mode))
+        assert [(r["text"], r["tokens"]) for r in records(on)] == [(r["text"], r["tokens"]) for r in records(off)]
+    assert all(r["forward_passes"] == r["tokens"] + (r["finish_reason"] == "stop") for r in records(off))
+
+
+def test_cli_summary_gives_tokens_per_forward_pass(tiny_checkpoint, pdf, tmp_path):
+    out = tmp_path / "paper.jsonl"
+    result = CliRunner().invoke(app, ["convert", str(pdf), "-o", str(out), "--model", str(tiny_checkpoint),
+                                      "--device", "cpu", "--max-new-tokens", "4", "--pages", "1-2", "--draft", "ngram"])
+    assert result.exit_code == 0, result.output
+    assert "tokens per forward pass" in result.stderr
+    bad = CliRunner().invoke(app, ["convert", str(pdf), "--model", str(tiny_checkpoint), "--draft", "maybe"])
+    assert bad.exit_code != 0 and "--draft must be one of" in bad.stderr

@@ -1,4 +1,4 @@
-"""Continuous batching (engine/batcher.py) gives, token for token, what generate() gives at batch 1.
+"""Continuous batching (engine/batcher.py) gives, token for token, what each page gets decoded alone.
 
 Pages stop at different steps (a forced stop hook, the length limit, the repetition guard), arrive in
 different orders and run at several batch sizes; pages fail while others decode. The tiny checkpoint with
@@ -9,8 +9,10 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from vary_cli.engine.batcher import ContinuousBatcher, PageRequest
-from vary_cli.engine.generate import GenerationConfig, generate
+from engine_util import decode
+from vary_cli.engine.batcher import Engine
+from vary_cli.engine.config import GenerationConfig
+from vary_cli.engine.requests import PageRequest
 from vary_cli.models.checkpoint import load_directory
 
 # A short guard so that the tiny random model's loops are cut within a few dozen tokens.
@@ -35,7 +37,7 @@ def opt(tiny_opt_checkpoint):
 
 
 def batch_one(loaded, gen, stop_after):
-    """(token ids, finish reason) per page from generate() at batch size 1, the forced stop as a limit."""
+    """(token ids, finish reason) per page decoded alone, the forced stop as a limit."""
     ids = loaded.prompt_ids("markdown")
     out = []
     for i, stop in enumerate(stop_after):
@@ -43,8 +45,8 @@ def batch_one(loaded, gen, stop_after):
         if limit == 0:
             out.append(([], "stop"))
             continue
-        (g,) = generate(loaded.model, [ids], loaded.encode_pages([page(i)], "markdown"),
-                        gen.with_(max_new_tokens=limit), loaded.stop_ids, loaded.pad_id)
+        (g,) = decode(loaded.model, [ids], loaded.encode_pages([page(i)], "markdown"),
+                      gen.with_(max_new_tokens=limit), loaded.stop_ids)
         reason = g.finish_reason
         if reason == "length" and stop is not None and stop < gen.max_new_tokens:
             reason = "stop"  # the hook chose a stop id where the limit was
@@ -55,8 +57,8 @@ def batch_one(loaded, gen, stop_after):
 def continuous(loaded, gen, stop_after, batch_size, order, refill=True, encode=None, on_token=None):
     ids = loaded.prompt_ids("markdown")
     encode = encode or (lambda images: loaded.encode_pages(images, "markdown"))
-    batcher = ContinuousBatcher(loaded.model, encode, gen, loaded.stop_ids, batch_size, refill, on_token)
-    requests = [PageRequest(i, page(i), ids, stop_after[i]) for i in order]
+    batcher = Engine(loaded.model, encode, gen, loaded.stop_ids, batch_size, refill, on_token)
+    requests = [PageRequest(i, page(i), ids, stop_after=stop_after[i]) for i in order]
     return {o.request.key: o for o in batcher.run(requests)}
 
 
@@ -110,10 +112,9 @@ def test_pages_failing_mid_batch_fail_alone(qwen, reference):
 
 def test_a_page_that_cannot_be_rendered_is_an_error_outcome(qwen):
     ids = qwen.prompt_ids("markdown")
-    batcher = ContinuousBatcher(qwen.model, lambda images: qwen.encode_pages(images, "markdown"), GEN,
-                                qwen.stop_ids, 2)
+    batcher = Engine(qwen.model, lambda images: qwen.encode_pages(images, "markdown"), GEN, qwen.stop_ids, 2)
     outcomes = list(batcher.run([PageRequest("bad", ValueError("page 3 cannot be rendered"), ids),
-                                 PageRequest("good", page(0), ids, 3)]))
+                                 PageRequest("good", page(0), ids, stop_after=3)]))
     assert {o.request.key: (o.error is None) for o in outcomes} == {"bad": False, "good": True}
 
 

@@ -25,7 +25,7 @@ def dirs(tmp_path):
     (pred / "sub").mkdir(parents=True)
     (gt / "sub").mkdir(parents=True)
     (pred / "a.md").write_text("The quick brown fox jumps over the lazy dog\n")
-    (gt / "a.mmd").write_text("The quick brown fox jumped over the lazy dog .\n\n")  # trailing whitespace is not content
+    (gt / "a.mmd").write_text("The quick brown fox jumped over the lazy dog .\n")  # a file's last newline is not content
     (pred / "sub" / "b.txt").write_text("")  # an empty prediction
     (gt / "sub" / "b.tex").write_text("hello world")
     (pred / "extra.md").write_text("no ground truth")

@@ -124,7 +124,10 @@ def test_protocols_skip_as_their_scripts_do():
     assert get_protocol("nougat").skip_reason("abc", "abcdef") is not None  # < 4 characters
     assert get_protocol("nougat").skip_reason("abcd", "abcd") is None
     assert get_protocol("got").skip_reason("", "text") is not None  # GOT drops empty predictions
-    assert get_protocol("fox").skip_reason("", "text") is None  # Fox scores every page
+    assert get_protocol("fox").skip_reason("", "text") is None  # Fox scores every page ...
+    assert get_protocol("fox").skip_reason("", "") is not None  # ... but one it cannot (division by zero)
+    assert get_protocol("got").skip_reason(" ", "text") is None  # GOT's length rule counts a space
+    assert get_protocol("got-scene").skip_reason(" ", " ") is None  # a space is a character token
     assert set(PROTOCOLS) == {"fox", "got", "got-scene", "nougat"}
     with pytest.raises(ValueError, match="choose one of"):
         get_protocol("marker")

@@ -1,4 +1,4 @@
-"""models/vary_qwen.py + engine/generate.py against the independent reference of the spec's formulas (tests/reference_vary.py).
+"""models/vary_qwen.py + the engine (tests/engine_util.decode) against the independent reference of the spec's formulas (tests/reference_vary.py).
 
 Everything runs in float64 so that any difference is a difference of function, not of rounding. The
 tiny checkpoints are loaded through the user's path (`load_directory`), so these tests also cover the
@@ -14,9 +14,9 @@ from transformers import CLIPVisionConfig, CLIPVisionModel
 import reference_vary as ref
 from conftest import tiny_config
 from vary_cli.models.checkpoint import load_directory, read_config
-from vary_cli.engine.generate import GenerationConfig
+from vary_cli.engine.config import GenerationConfig
 from vary_cli.errors import PromptError
-from vary_cli.engine.generate import generate
+from engine_util import decode
 from vary_cli.models.vary_qwen import attention_bias, check_image_tokens, ntk_alpha
 from vary_cli.models.preprocess import load_image, preprocess_page
 
@@ -103,7 +103,7 @@ def test_greedy_tokens_equal_the_reference(case):
     stops = {tokenizer.im_end_id, tokenizer.endoftext_id}
     with torch.no_grad():
         features = model.encode_images(clip, sam)
-    (ours,) = generate(model, [ids], features, GenerationConfig(max_new_tokens=12), stops, tokenizer.endoftext_id)
+    (ours,) = decode(model, [ids], features, GenerationConfig(max_new_tokens=12), stops)
     expected = ref.greedy(ids, features[0], state, loaded.config, 12, stops)
     assert ours.token_ids == expected
     assert len(set(expected)) > 3, "random weights should not collapse to one token"
@@ -118,8 +118,8 @@ def test_a_batch_gives_what_each_prompt_gives_alone(tiny_long_checkpoint, page_i
     gen = GenerationConfig(max_new_tokens=10)
     with torch.no_grad():
         features = model.encode_images(page.clip[None], page.sam[None])
-    alone = [generate(model, [p], features, gen, stops, tokenizer.endoftext_id)[0].token_ids for p in prompts]
-    batch = generate(model, prompts, features.expand(3, -1, -1), gen, stops, tokenizer.endoftext_id)
+    alone = [decode(model, [p], features, gen, stops)[0].token_ids for p in prompts]
+    batch = decode(model, prompts, features.expand(3, -1, -1), gen, stops)
     assert [r.token_ids for r in batch] == alone
 
 

@@ -24,9 +24,9 @@ from transformers import OPTConfig, OPTForCausalLM
 from vary_cli.models.checkpoint import build_on_meta, load_directory, read_config
 from vary_cli.models.keys import KEY_TABLE, SAM_PREFIXES, TINY, convert_state_dict, to_original, to_ours
 from vary_cli.models.config import VaryConfig, VaryTinyConfig, config_from_release, preset
-from vary_cli.engine.generate import GenerationConfig
+from vary_cli.engine.config import GenerationConfig
 from vary_cli.errors import PromptError, WeightsError
-from vary_cli.engine.generate import generate
+from engine_util import decode
 from vary_cli.models.vary_qwen import attention_bias
 from vary_cli.models.preprocess import (
                                         IMAGENET_MEAN,
@@ -207,7 +207,7 @@ def test_greedy_tokens_equal_the_reference_in_both_formats(tiny, release, page_i
     config = tiny.config
     ids = tiny.prompt_ids(prompt)
     features = tiny.encode_pages([load_image(page_image)], prompt)  # preprocessed for the prompt's format
-    (ours,) = generate(tiny.model, [ids], features, GenerationConfig(max_new_tokens=12), tiny.stop_ids, tiny.pad_id)
+    (ours,) = decode(tiny.model, [ids], features, GenerationConfig(max_new_tokens=12), tiny.stop_ids)
     expected = reference_greedy(ids, features[0], release, reference_opt(release, config), config, 12, 2)
     assert ours.token_ids == expected
     assert len(set(expected)) > 3, "random weights should not collapse to one token"
@@ -218,8 +218,8 @@ def test_a_left_padded_batch_gives_what_each_prompt_gives_alone(tiny_opt_checkpo
     prompts = [loaded.prompt_ids(p) for p in ("ocr", "Read every word, please, and the numbers too.", "x")]
     features = loaded.encode_pages([load_image(page_image)], prompt="ocr")
     gen = GenerationConfig(max_new_tokens=10)
-    alone = [generate(loaded.model, [p], features, gen, loaded.stop_ids, loaded.pad_id)[0].token_ids for p in prompts]
-    batch = generate(loaded.model, prompts, features.expand(3, -1, -1), gen, loaded.stop_ids, loaded.pad_id)
+    alone = [decode(loaded.model, [p], features, gen, loaded.stop_ids)[0].token_ids for p in prompts]
+    batch = decode(loaded.model, prompts, features.expand(3, -1, -1), gen, loaded.stop_ids)
     assert [r.token_ids for r in batch] == alone
 
 
@@ -228,7 +228,7 @@ def test_generation_stops_at_opt_positions_with_length(tmp_path, page_image):
                             torch.float32)
     ids = loaded.prompt_ids("ocr")  # 66 tokens
     features = loaded.encode_pages([load_image(page_image)])
-    (result,) = generate(loaded.model, [ids], features, GenerationConfig(max_new_tokens=30), {-1}, loaded.pad_id)
+    (result,) = decode(loaded.model, [ids], features, GenerationConfig(max_new_tokens=30), {-1})
     assert result.finish_reason == "length" and len(result.token_ids) == 80 - 66
     with pytest.raises(PromptError, match="80 positions"):  # the model itself refuses what it cannot compute
         loaded.model(loaded.model.embed(torch.tensor([[5] * 81]), None), torch.arange(81)[None],
@@ -362,8 +362,7 @@ def test_loaded_model_runs_a_page_end_to_end(both_families, page_image):
     ids = loaded.prompt_ids("ocr")
     features = loaded.encode_pages([load_image(page_image)] * 2)
     assert features.shape == (2, loaded.config.image_token_len, loaded.model.embed_tokens.embedding_dim)
-    results = generate(loaded.model, [ids, ids], features, GenerationConfig(max_new_tokens=6), loaded.stop_ids,
-                       loaded.pad_id)
+    results = decode(loaded.model, [ids, ids], features, GenerationConfig(max_new_tokens=6), loaded.stop_ids)
     assert results[0].token_ids == results[1].token_ids and len(results[0].token_ids) == 6
     assert isinstance(loaded.tokenizer.decode(results[0].token_ids), str)
 

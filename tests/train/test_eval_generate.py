@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from train_fixtures import ANSWERS, fast_config, write_data
-from vary_cli.engine.generate import GenerationConfig
+from vary_cli.engine.config import GenerationConfig
 from vary_cli.convert.pipeline import ocr_images
 from vary_cli.errors import VaryError
 from vary_cli.eval.metrics import edit_distance, set_scores

@@ -120,7 +120,7 @@ def test_release_names_round_trip_through_the_loader_table():
 
 
 def test_overfits_and_the_checkpoint_reads_the_trained_text(tiny_checkpoint, data, tmp_path):
-    from vary_cli.engine.generate import GenerationConfig
+    from vary_cli.engine.config import GenerationConfig
     from vary_cli.convert.pipeline import ocr_images
 
     out = tmp_path / "out"

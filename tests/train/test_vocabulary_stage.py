@@ -147,7 +147,7 @@ def _config(model: Path, data: Path, out: Path, **changes) -> TrainConfig:
 
 def test_overfits_two_pages_and_ocr_with_an_empty_prompt_reads_them_back(tiny_opt_checkpoint, pairs, tmp_path):
     from vary_cli.models.config import VaryTinyConfig
-    from vary_cli.engine.generate import GenerationConfig
+    from vary_cli.engine.config import GenerationConfig
     from vary_cli.convert.pipeline import ocr_images
     from vary_cli.train.loop import run
 

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
-from .common import (DebugOption, DeviceOption, DtypeOption, MaxTokensOption, ModelOption, PromptOption,
-                     SeedOption, TemperatureOption, TopPOption, fail, generation_config, load_model, stderr)
+from .common import (DebugOption, DeviceOption, DraftOption, DtypeOption, MaxTokensOption, ModelOption, PromptOption,
+                     SeedOption, TemperatureOption, TopPOption, draft_config, fail, generation_config, labelled,
+                     load_model, stderr)
 from .convert import convert
 from .eval import eval_app
 from .data import data_app
@@ -44,12 +44,15 @@ def ocr(
     temperature: TemperatureOption = 0.0,
     top_p: TopPOption = 1.0,
     seed: SeedOption = None,
+    draft: DraftOption = "auto",
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images decoded together.")] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per image on stdout.")] = False,
     debug: DebugOption = False,
 ) -> None:
     """Read the text of images. One image: its text alone on stdout; several: each under a header."""
     try:
         gen = generation_config(max_new_tokens, temperature, top_p, seed)
+        drafting = draft_config(draft)
         from ..models.preprocess import load_image
 
         for path in images:  # fail on a bad image before spending time on the model
@@ -57,7 +60,9 @@ def ocr(
         loaded = load_model(model, device, dtype)
         from ..convert.pipeline import ocr_images
 
-        for index, result in enumerate(ocr_images(loaded, images, prompt, gen)):
+        failed = 0
+        for index, result in enumerate(ocr_images(loaded, images, prompt, gen, batch_size=batch_size, draft=drafting)):
+            failed += result.finish_reason == "error"
             if as_json:
                 sys.stdout.write(json.dumps(result.to_json(), ensure_ascii=False) + "\n")
             else:
@@ -67,7 +72,11 @@ def ocr(
             if result.finish_reason in ("length", "repetition"):
                 cause = f"--max-new-tokens {gen.max_new_tokens}" if result.finish_reason == "length" else \
                     "a repeating loop (the text before it is kept)"
-                stderr.print(f"[yellow]warning:[/yellow] {result.source}: stopped at {cause}")
+                stderr.print(labelled("warning:", "yellow", f"{result.source}: stopped at {cause}"))
+            elif result.finish_reason == "error":
+                stderr.print(labelled("error:", "red", f"{result.source}: {result.error or ''}"))
+        if failed:
+            raise typer.Exit(code=1)
     except VaryError as error:
         fail(error, debug)
     except KeyboardInterrupt:
@@ -97,10 +106,10 @@ def main() -> None:
         code = help_request.exit_code
     except click.UsageError as error:
         command = error.ctx.command_path if error.ctx else "vary"
-        stderr.print(f"[red]error:[/red] {escape(one_line(error.format_message()))} (see `{command} --help`)")
+        stderr.print(labelled("error:", "red", f"{one_line(error.format_message())} (see `{command} --help`)"))
         code = error.exit_code
     except click.ClickException as error:
-        stderr.print(f"[red]error:[/red] {escape(one_line(error.format_message()))}")
+        stderr.print(labelled("error:", "red", one_line(error.format_message())))
         code = error.exit_code
     except typer.Abort:  # Ctrl-C outside a command body
         stderr.print("interrupted")

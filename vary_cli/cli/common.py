@@ -11,11 +11,13 @@ from typing import Annotated, NoReturn, Optional
 
 import typer
 from rich.console import Console
-from rich.markup import escape
+from rich.text import Text
 
 from ..errors import VaryError
 
-stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+# Markup and emoji codes are off on every console: paths, keys and messages are user text, and rich would
+# read "[b]" as a style and ":-1:" as an emoji. Colour comes only from `labelled`, which builds a Text.
+stderr = Console(stderr=True, highlight=False, soft_wrap=True, markup=False, emoji=False)
 
 ModelOption = Annotated[str, typer.Option("--model", "-m", help="A model name from `vary models` or a checkpoint directory.")]
 PromptOption = Annotated[str, typer.Option(
@@ -28,19 +30,39 @@ TemperatureOption = Annotated[float, typer.Option(min=0.0, help="0 decodes greed
 TopPOption = Annotated[float, typer.Option("--top-p", help="Nucleus sampling mass (with --temperature > 0).")]
 SeedOption = Annotated[Optional[int], typer.Option(help="Seed for sampling, for reproducible samples.")]
 DebugOption = Annotated[bool, typer.Option("--debug", help="Show full tracebacks instead of one-line errors.")]
+DraftOption = Annotated[str, typer.Option(
+    "--draft", help="Speculative decoding from the page's own text, the same tokens in fewer forward passes "
+                    "(greedy only): auto (the PDF page's text layer where it has one, then the page's own output "
+                    "and earlier pages), text-layer, ngram (own output and earlier pages) or off.")]
+
+
+def stdout_console() -> Console:
+    """A console for stdout (tables, results) with markup and emoji codes off, as `stderr`."""
+    return Console(highlight=False, markup=False, emoji=False)
+
+
+def labelled(label: str, color: str, text: str) -> Text:
+    """`label` in `color`, then `text` exactly as given (no markup, no emoji codes)."""
+    return Text.assemble((label, color), " ", text)
 
 
 def fail(error: VaryError, debug: bool) -> NoReturn:
     """Print `error` as one red line (or re-raise it with --debug) and exit with its code."""
     if debug:
         raise error
-    message = escape(" ".join(str(error).split()))  # paths and messages may hold [brackets]
-    stderr.print(f"[red]error:[/red] {message}", markup=True, soft_wrap=True)
+    stderr.print(labelled("error:", "red", " ".join(str(error).split())))
     raise typer.Exit(code=error.exit_code)
 
 
+def draft_config(mode: str):
+    """The `--draft` option as a DraftConfig (a bad mode is a one-line error)."""
+    from ..engine.config import DraftConfig
+
+    return DraftConfig(mode=mode)
+
+
 def generation_config(max_new_tokens: int, temperature: float, top_p: float, seed: int | None):
-    from ..engine.generate import GenerationConfig
+    from ..engine.config import GenerationConfig
 
     return GenerationConfig(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
 

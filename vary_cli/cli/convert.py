@@ -17,8 +17,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import (DebugOption, DeviceOption, DtypeOption, MaxTokensOption, ModelOption, SeedOption,
-                     TemperatureOption, TopPOption, fail, generation_config, load_model, stderr)
+from .common import (DebugOption, DeviceOption, DraftOption, DtypeOption, MaxTokensOption, ModelOption, SeedOption,
+                     TemperatureOption, TopPOption, draft_config, fail, generation_config, labelled, load_model,
+                     stderr)
 from ..errors import VaryError
 
 # The prompt each format gets unless --prompt says otherwise: Vary's document task writes Markdown with
@@ -47,6 +48,7 @@ def convert(
                                                    help="Stop a page that loops, keeping the text before the loop.")] = True,
     fallback: Annotated[Optional[str], typer.Option("--fallback", help="text-layer: write pages the model could not read (error, repetition) from the PDF's own text, marked [TEXT_LAYER_FALLBACK:N]; off by default.")] = None,
     recompute: Annotated[bool, typer.Option("--recompute", help="Convert again even where a finished output exists.")] = False,
+    draft: DraftOption = "auto",
     scheduler: Annotated[str, typer.Option(help="continuous: a batch row takes the next page as soon as its page stops; static: each batch decodes until its longest page stops.")] = "continuous",
     shard: Annotated[Optional[str], typer.Option("--shard", help="I/N: convert this process's share (0-based I of N) of the pages; default from torchrun or SLURM.")] = None,
     assemble_only: Annotated[bool, typer.Option("--assemble-only", help="Write the outputs whose pages are all done from their page stores; generate nothing.")] = False,
@@ -68,6 +70,7 @@ def convert(
         if fallback is not None and fallback not in FALLBACKS:
             raise typer.BadParameter(f"--fallback must be one of {', '.join(FALLBACKS)}, not {fallback!r}")
         gen = generation_config(max_new_tokens, temperature, top_p, seed)
+        drafting = draft_config(draft)
         if not repetition_guard:
             gen = gen.with_(repetition_span=0)
         ranges = parse_page_ranges(pages) if pages else None
@@ -91,7 +94,7 @@ def convert(
         loaded = load_model(model, rank_device(device, share), dtype, quiet)
         run_conversion(loaded, targets, fmt=fmt, prompt=prompt or DEFAULT_PROMPT[fmt], gen=gen, ranges=ranges,
                        batch_size=batch_size, recompute=recompute, quiet=quiet, shard=share, scheduler=scheduler,
-                       fallback=fallback)
+                       fallback=fallback, draft=drafting)
     except VaryError as error:
         fail(error, debug)
     except KeyboardInterrupt:
@@ -112,7 +115,8 @@ def rank_device(device: str, share) -> str:
 
 def run_conversion(loaded, targets: dict[Path, Path | None], *, fmt: str, prompt: str, gen, ranges,
                    batch_size: int, recompute: bool, quiet: bool, shard=None, scheduler: str = "continuous",
-                   fallback: str | None = None) -> None:
+                   fallback: str | None = None, draft=None) -> None:
+    from ..engine.config import DRAFT_OFF
     from ..convert.pipeline import default_batch_size
     from ..convert.shard import Shard
     from ..convert.stream import convert_many
@@ -133,13 +137,13 @@ def run_conversion(loaded, targets: dict[Path, Path | None], *, fmt: str, prompt
     with progress:
         run = convert_many(loaded, targets, prompt=prompt, fmt=fmt, gen=gen, pages=ranges, batch_size=batch_size,
                            recompute=recompute, shard=shard, scheduler=scheduler, fallback=fallback,
-                           progress=progress,
-                           on_document=print_text)
+                           progress=progress, draft=draft or DRAFT_OFF, on_document=print_text)
     failed = run.failed_pages + run.failed_documents
     if not quiet or failed:
         stderr.print(f"{rank}{run.documents} document(s) ({run.skipped} already done), {run.pages} page(s), "
                      f"{run.failed_pages} failed page(s), {run.failed_documents} failed document(s), "
-                     f"{run.assembled} output(s) written, {run.pages_per_second:.2f} pages/s")
+                     f"{run.assembled} output(s) written, {run.pages_per_second:.2f} pages/s, "
+                     f"{run.tokens_per_pass:.2f} tokens per forward pass" + _glyph_summary(run.reports))
     if failed:
         raise typer.Exit(code=1)
 
@@ -153,9 +157,27 @@ def run_assembly(targets: dict[Path, Path], *, fmt: str, ranges, quiet: bool, fa
     if not quiet or run.owned_pages or run.failed_documents:
         stderr.print(f"{run.assembled} output(s) written, {run.skipped} already done, "
                      f"{run.documents - run.assembled - run.skipped} incomplete ({run.owned_pages} page(s) missing), "
-                     f"{run.failed_documents} failed document(s)")
+                     f"{run.failed_documents} failed document(s)" + _glyph_summary(run.reports))
     if run.owned_pages or run.failed_documents:
         raise typer.Exit(code=1)
+
+
+def _glyph_summary(reports) -> str:
+    """`, N page(s) with characters no installed font has` for the summary line, or nothing."""
+    pages = sum(len(report.missing_glyphs) for report in reports)
+    return f", {pages} page(s) with characters no installed font has" if pages else ""
+
+
+def glyph_warning(report) -> str | None:
+    """One line naming the pages of a tex output whose characters no installed font has, or None."""
+    if not report.missing_glyphs:
+        return None
+    pages = ", ".join(str(page) for page in sorted(report.missing_glyphs))
+    chars = "".join(dict.fromkeys("".join(report.missing_glyphs.values())))
+    shown = chars[:12] + ("…" if len(chars) > 12 else "")
+    codes = " ".join(f"U+{ord(ch):04X}" for ch in chars[:4])
+    return (f"{report.source}: page(s) {pages}: no installed font has {shown} ({codes}); xelatex will "
+            "leave them out (Debian: apt-get install fonts-noto-core)")
 
 
 def make_progress(quiet: bool, total_documents: int, plan_line=None):
@@ -177,9 +199,12 @@ def make_progress(quiet: bool, total_documents: int, plan_line=None):
             return False
 
         def message(self, text: str) -> None:
-            stderr.print(text)
+            stderr.print(_styled(text))
 
         def document_done(self, report) -> None:
+            warning = glyph_warning(report)
+            if warning:  # even with --quiet: the PDF will lack these characters
+                stderr.print(labelled("warning:", "yellow", warning), soft_wrap=True)
             if quiet:
                 return
             where = "stdout" if report.output is None else str(report.output)
@@ -193,7 +218,8 @@ def make_progress(quiet: bool, total_documents: int, plan_line=None):
 
     class RichProgress(PlainProgress):
         def __init__(self) -> None:
-            self.bars = RichBars(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            # markup off: the description is a file name (user text)
+            self.bars = RichBars(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
                                  TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=stderr)
             self.documents = self.bars.add_task("documents", total=total_documents, rate="")
             self.pages = None
@@ -208,7 +234,7 @@ def make_progress(quiet: bool, total_documents: int, plan_line=None):
             return self.bars.__exit__(*exc)
 
         def message(self, text: str) -> None:
-            self.bars.console.print(text)
+            self.bars.console.print(_styled(text))
 
         def pages_planned(self, pages, already_done) -> None:
             super().pages_planned(pages, already_done)
@@ -230,7 +256,18 @@ def make_progress(quiet: bool, total_documents: int, plan_line=None):
 
         def document_done(self, report) -> None:
             self.bars.advance(self.documents)
-            if report.failed_pages or report.skipped:
+            if report.failed_pages or report.skipped or report.missing_glyphs:
                 super().document_done(report)
 
     return RichProgress()
+
+
+# convert/stream.py marks its error lines with this markup prefix; the consoles print no markup (the rest of
+# the line is user text), so the label is coloured here and the rest printed as it is.
+_ERROR_PREFIX = "[red]error:[/red] "
+
+
+def _styled(text: str):
+    if text.startswith(_ERROR_PREFIX):
+        return labelled("error:", "red", text[len(_ERROR_PREFIX):])
+    return text

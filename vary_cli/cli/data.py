@@ -16,10 +16,9 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.markup import escape
 
 from ..errors import InputError, VaryError
-from .common import DebugOption, fail, stderr
+from .common import DebugOption, fail, labelled, stderr
 
 data_app = typer.Typer(no_args_is_help=True, pretty_exceptions_show_locals=False,
                        help="Make training data for `vary train`: PDF pages, charts, negatives, detection, mixes.")
@@ -76,12 +75,13 @@ class _Bar:
 
 def _report(summary, what: str) -> None:
     for error in summary.errors:
-        stderr.print(f"[red]error:[/red] {escape(error)}")
+        stderr.print(labelled("error:", "red", error))
     skipped = sum(summary.skipped.values())
-    reasons = "; ".join(f"{n} {reason}" for reason, n in summary.skipped.most_common())
-    stderr.print(f"wrote {summary.records} records to {escape(str(summary.data))} from {summary.items} {what}"
+    reasons = "; ".join(f"{n} {reason} (e.g. {summary.examples[reason]})" if reason in summary.examples
+                        else f"{n} {reason}" for reason, n in summary.skipped.most_common())
+    stderr.print(f"wrote {summary.records} records to {summary.data} from {summary.items} {what}"
                  + (f" ({summary.resumed} resumed)" if summary.resumed else "")
-                 + (f"; skipped {skipped}: {escape(reasons)}" if skipped else ""))
+                 + (f"; skipped {skipped}: {reasons}" if skipped else ""))
     if summary.errors:
         raise typer.Exit(code=1)
 
@@ -250,5 +250,5 @@ def mix_command(
         from ..data.mix import mix, parse_source
 
         summary = mix([parse_source(s) for s in sources], out, eval_fraction, seed)
-        held = f", {summary.held_out} held out in {escape(str(summary.eval))}" if summary.held_out else ""
-        stderr.print(f"wrote {summary.train} records to {escape(str(summary.data))}{held}")
+        held = f", {summary.held_out} held out in {summary.eval}" if summary.held_out else ""
+        stderr.print(f"wrote {summary.train} records to {summary.data}{held}")

@@ -16,8 +16,9 @@ from typing import Annotated, Optional
 import typer
 
 from .common import (DebugOption, DeviceOption, DtypeOption, MaxTokensOption, ModelOption, fail,
-                     generation_config, load_model, stderr)
+                     generation_config, labelled, load_model, stderr, stdout_console)
 from ..errors import VaryError
+from ..files import check_target
 
 eval_app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                        help="Score outputs with the paper's metrics, computed as each benchmark computes them.")
@@ -69,6 +70,7 @@ def score(
     relaxed accuracy with --task). Files pair by relative path without suffix, pages by source and page."""
     _check(protocol, task, swap_pred_gt)
     try:
+        _check_outputs(per_page, report)
         from ..eval.score import score_files
 
         result = score_files(pred, gt, task, protocol, swap_pred_gt, workers or None)
@@ -104,9 +106,15 @@ def run(
     """Run a model on a benchmark and score it. Predictions are kept as they finish: run again to resume."""
     _check(protocol, task, swap_pred_gt)
     try:
+        _check_outputs(per_page, report)
+        check_target(out, "--out", directory=True)
         from ..eval.readers import read_ground_truth
 
         benchmark = read_ground_truth(bench, task)
+        if not benchmark.items:
+            from ..errors import InputError
+
+            raise InputError(f"{bench}: no items to run")
         if task:
             benchmark.task = task
         if limit:
@@ -116,15 +124,30 @@ def run(
         from ..eval.run import run_benchmark
         from ..eval.score import score_items
 
-        predictions = run_benchmark(loaded, benchmark, out, gen, prompt=prompt, batch_size=batch_size,
-                                    on_item=None if as_json else _item_printer())
-        result = score_items(benchmark, predictions, protocol, swap_pred_gt, workers or None)
+        outcome = run_benchmark(loaded, benchmark, out, gen, prompt=prompt, batch_size=batch_size,
+                                on_item=None if as_json else _item_printer())
+        result = score_items(benchmark, outcome.predictions, protocol, swap_pred_gt, workers or None,
+                             failed=outcome.failed)
         _finish(result, as_json, per_page, report, f"vary eval run {bench} --model {model}")
+        if result.failed:
+            for key, why in list(result.failed.items())[:10]:
+                stderr.print(labelled("failed:", "red", f"{key}: {why}"))
+            stderr.print(f"{len(result.failed)} item(s) failed and are left out of the means; run the same "
+                         "command again to retry them")
+            raise typer.Exit(code=1)
     except VaryError as error:
         fail(error, debug)
     except KeyboardInterrupt:
         stderr.print("interrupted; run again to resume")
         raise typer.Exit(code=130) from None
+
+
+def _check_outputs(per_page: Path | None, report: Path | None) -> None:
+    # Before scoring (minutes on a large set), not after it.
+    if per_page is not None:
+        check_target(per_page, "--per-page")
+    if report is not None:
+        check_target(report, "--report")
 
 
 def _item_printer():
@@ -134,7 +157,12 @@ def _item_printer():
 
 
 def _finish(result, as_json: bool, per_page: Path | None, report: Path | None, title: str) -> None:
+    from ..errors import InputError
     from ..files import atomic_write_text
+
+    why = result.nothing_scored()
+    if why:  # every metric would be "unavailable": an error, not a table of blanks
+        raise InputError(why)
 
     if per_page is not None:
         atomic_write_text(per_page, "".join(json.dumps(p.to_json(), ensure_ascii=False) + "\n" for p in result.pages))
@@ -144,16 +172,15 @@ def _finish(result, as_json: bool, per_page: Path | None, report: Path | None, t
         atomic_write_text(report, render_report(result, title))
     data = result.to_json()
     for note in result.notes:
-        stderr.print(f"[yellow]note:[/yellow] {note}")
+        stderr.print(labelled("note:", "yellow", note))
     if result.unpaired_ground_truth or result.unpaired_predictions:
         shown = result.unpaired_ground_truth[:10] + result.unpaired_predictions[:10]
-        stderr.print(f"[yellow]unpaired:[/yellow] {len(result.unpaired_ground_truth)} ground truth without a "
-                     f"prediction, {len(result.unpaired_predictions)} predictions without ground truth "
-                     f"(e.g. {', '.join(shown)})")
+        stderr.print(labelled("unpaired:", "yellow", f"{len(result.unpaired_ground_truth)} ground truth without "
+                              f"a prediction, {len(result.unpaired_predictions)} predictions without ground truth "
+                              f"(e.g. {', '.join(shown)})"))
     if as_json:
         sys.stdout.write(json.dumps(data, ensure_ascii=False) + "\n")
         return
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"{data['task']} means")
@@ -161,9 +188,10 @@ def _finish(result, as_json: bool, per_page: Path | None, report: Path | None, t
     table.add_column("mean", justify="right")
     for name, value in data["metrics"].items():
         table.add_row(name, "unavailable" if value is None else f"{value:.4f}")
-    console = Console(highlight=False)
+    console = stdout_console()
     console.print(table)
     console.print(f"protocol: {data['protocol']}\norder: {data['order']}")
-    console.print(f"pairs {data['pairs']}, scored {data['scored']}, skipped {data['skipped']}, empty predictions "
+    failed = f" ({data['failed']} failed)" if data["failed"] else ""
+    console.print(f"pairs {data['pairs']}, scored {data['scored']}, skipped {data['skipped']}{failed}, empty predictions "
                   f"{data['empty_predictions']}, unpaired {data['unpaired']['ground_truth']} ground truth / "
                   f"{data['unpaired']['predictions']} predictions")

@@ -19,7 +19,7 @@ from rich.table import Table
 from ..weights import hub
 
 from ..weights import registry
-from .common import DebugOption, fail
+from .common import DebugOption, fail, stdout_console
 from ..errors import VaryError, WeightsError
 
 models_app = typer.Typer(help="List, download, verify and remove model weights.",
@@ -38,7 +38,7 @@ def _one_line_errors(debug: bool) -> Iterator[None]:
 
 
 def _out() -> Console:
-    return Console(highlight=False)
+    return stdout_console()
 
 
 @models_app.callback(invoke_without_command=True)

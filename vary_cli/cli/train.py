@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from .common import fail, stderr
+from .common import fail, labelled, stderr
 from ..errors import VaryError
 
 def train(
@@ -162,7 +162,7 @@ class RichProgress:
                      f"{info['trainable_parameters'] / 1e6:.1f}M trainable parameters, {info['device']} x "
                      f"{info['world']}, autocast {info['autocast']}")
         for warning in report.warnings:
-            stderr.print(f"[yellow]warning:[/yellow] {warning}")
+            stderr.print(labelled("warning:", "yellow", warning))
         if info["resumed_from"]:
             stderr.print(f"resuming from {info['resumed_from']} at step {info['start_step']}")
         self.task = self.bar.add_task("train", total=info["total_steps"], completed=info["start_step"], info="")

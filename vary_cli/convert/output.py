@@ -1,6 +1,6 @@
 """Where outputs go and how they are written: atomic writes, output paths, and per-page resume state.
 
-`pipeline.convert_document` and `cli/app.py` call these:
+`stream.convert_many` and `cli/app.py` call these:
 
 - Outputs are written with `files.atomic_write_text`, so a crash leaves the old file or the new one.
 - `plan_outputs` / `output_path_for` map each input to one output under `--output-dir`, keeping the

@@ -1,10 +1,12 @@
-"""The one place that knows the order of the stages: raster -> preprocess -> model -> generate -> render -> output.
+"""The one place that knows the order of the stages: raster -> preprocess -> engine -> render -> output.
 
-`ocr_images()` serves `vary ocr`; `convert_document()` serves `vary convert` and the Python API. Both
-report progress through a `Progress` object the caller passes in; neither prints. Pages go through the
-vision towers and generation in batches; a batch that fails is retried page by page, and a page that
-still fails becomes a PageResult with `finish_reason="error"` while the rest of the document goes on.
-Finished pages are kept in a PageStore as they complete, so a killed run resumes where it stopped.
+Every page any command reads goes through the one decode engine (engine/batcher.py) by way of this
+module: `make_engine` builds it for a loaded model, `page_request` turns a page image into its request
+(the model family's `prepare_page`: pixels and prompt ids), `page_result` turns an outcome into the
+`PageResult` every later stage takes. `read_images` runs images through it (`vary ocr`, `eval run`,
+`vary train --eval-generate`); `stream.convert_many` runs documents (`vary convert`, the Python API's
+`convert_document`). Neither prints: they report through a `Progress` object the caller passes in. A page
+that fails becomes a PageResult with `finish_reason="error"` while the rest go on.
 """
 
 from __future__ import annotations
@@ -14,20 +16,19 @@ import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator, Sequence
 
 import torch
 
+from ..engine.batcher import Engine
+from ..engine.config import DRAFT_OFF, DraftConfig, GenerationConfig
+from ..engine.requests import PageOutcome, PageRequest
+from ..errors import InputError, one_line
 from ..models.loaded import LoadedModel
-from ..engine.generate import GenerationConfig
-from ..errors import InputError, VaryError, one_line
-from ..engine.generate import generate
-from ..files import atomic_write_text
-from .output import PageStore, settings_fingerprint, source_fingerprint
 from ..models.preprocess import load_image
-from .raster import Document, open_document, select_pages
 from ..render.document import render_document, render_jsonl
 from ..render.results import PageResult
+from .raster import Document
 from .text_layer import fill_from_text_layer
 
 
@@ -61,49 +62,88 @@ class DocumentReport:
     skipped: bool = False
     error: str | None = None
     results: list[PageResult] = field(default_factory=list)
+    # tex: page -> characters no installed font has (their glyphs will be missing from the PDF)
+    missing_glyphs: dict[int, str] = field(default_factory=dict)
 
 
-def generate_pages(loaded: LoadedModel, images: list, prompt: str, gen: GenerationConfig,
-                   progress: Progress | None = None) -> list[tuple[list[int], str]]:
-    """(token ids, finish reason) for each page image, generated together as one batch."""
-    prompt_ids = loaded.prompt_ids(prompt)
-    features = loaded.encode_pages(images, prompt)  # (B, N, W)
-    on_token = (lambda _row, _token: progress.token()) if progress else None
-    generations = generate(loaded.model, [prompt_ids] * len(images), features, gen, loaded.stop_ids,
-                           loaded.pad_id, on_token)
-    return [(g.token_ids, g.finish_reason) for g in generations]
+def make_engine(loaded: LoadedModel, gen: GenerationConfig, batch_size: int = 1, *, draft: DraftConfig = DRAFT_OFF,
+                refill: bool = True, progress: Progress | None = None) -> Engine:
+    """The decode engine for `loaded`: its page encoding, stop ids and tokenizer (for text-layer drafts)."""
+    on_token = (lambda _key, _token: progress.token()) if progress else None
+    return Engine(loaded.model, loaded.encode_inputs, gen, loaded.stop_ids, batch_size, refill=refill,
+                  on_token=on_token, draft=draft, tokenize=loaded.tokenizer.encode)
 
 
-def _page_results(loaded: LoadedModel, source: str, batch: list[tuple[int | None, object]], prompt: str,
-                  gen: GenerationConfig, progress: Progress | None) -> list[PageResult]:
-    """PageResults of a batch of (page number, image); a failing batch is retried one page at a time."""
-    started = time.perf_counter()
+def page_request(loaded: LoadedModel, key: Any, image: Any, prompt: str, *, text_layer: str | None = None,
+                 earlier_pages: Sequence[Sequence[int]] = (), max_new_tokens: int | None = None) -> PageRequest:
+    """The engine's request for one page image (or the exception that kept it from being read: the page
+    then fails with it). Preprocessing happens here, on the CPU, before the page joins a batch."""
+    if isinstance(image, BaseException):
+        return PageRequest(key, image, [])
     try:
-        outputs = generate_pages(loaded, [image for _, image in batch], prompt, gen, progress)
-        seconds = (time.perf_counter() - started) / len(batch)
-        return [_result(loaded, source, number, ids, reason, seconds)
-                for (number, _), (ids, reason) in zip(batch, outputs)]
-    except (RuntimeError, VaryError, ValueError) as exc:  # out of memory, bad page data, ...
-        if len(batch) > 1:
-            _free_device_memory(loaded.device)
-            return [r for item in batch for r in _page_results(loaded, source, [item], prompt, gen, progress)]
-        return [PageResult(source=source, page=batch[0][0], text="", finish_reason="error", tokens=0,
-                           seconds=round(time.perf_counter() - started, 3), error=one_line(exc)[:300])]
+        inputs, prompt_ids = loaded.prepare_page(image, prompt)
+    except (InputError, ValueError, OSError) as error:  # a page the preprocessing cannot read
+        return PageRequest(key, error, [])
+    return PageRequest(key, inputs, prompt_ids, text_layer=text_layer, earlier_pages=earlier_pages,
+                       max_new_tokens=max_new_tokens)
 
 
-def _result(loaded: LoadedModel, source: str, page: int | None, ids: list[int], reason: str,
-            seconds: float) -> PageResult:
-    return PageResult(source=source, page=page, text=loaded.tokenizer.decode(ids), finish_reason=reason,
-                      tokens=len(ids), seconds=round(seconds, 3))
+def page_result(loaded: LoadedModel, source: str, page: int | None, outcome: PageOutcome) -> PageResult:
+    """The PageResult of an engine outcome: the decoded text, or the page's one-line error."""
+    if outcome.error is not None:
+        return PageResult(source=source, page=page, text="", finish_reason="error", tokens=0,
+                          seconds=round(outcome.seconds, 3), error=one_line(outcome.error)[:300])
+    generation = outcome.generation
+    return PageResult(source=source, page=page, text=loaded.tokenizer.decode(generation.token_ids),
+                      finish_reason=generation.finish_reason, tokens=len(generation.token_ids),
+                      seconds=round(outcome.seconds, 3), forward_passes=generation.forward_passes,
+                      draft_tokens_accepted=generation.draft_tokens_accepted)
+
+
+@dataclass
+class ImageItem:
+    """One image to read: `image` is a path (opened when its turn comes), an image, or the exception that
+    kept it from being read. `source` names it in its PageResult."""
+
+    key: Any
+    source: str
+    image: Any
+    prompt: str
+    max_new_tokens: int | None = None
+
+
+def read_images(loaded: LoadedModel, items: Iterable[ImageItem], gen: GenerationConfig, *, batch_size: int = 1,
+                draft: DraftConfig = DRAFT_OFF, progress: Progress | None = None) -> Iterator[tuple[Any, PageResult]]:
+    """(key, PageResult) of each image as its page stops (not in input order); images are opened lazily,
+    as rows of the batch free up. An image that cannot be read is an error result."""
+    def requests() -> Iterator[PageRequest]:
+        for item in items:
+            image = item.image
+            if isinstance(image, (str, Path)):
+                try:
+                    image = load_image(image)
+                except InputError as error:
+                    image = error
+            yield page_request(loaded, item, image, item.prompt, max_new_tokens=item.max_new_tokens)
+
+    engine = make_engine(loaded, gen, batch_size, draft=draft, progress=progress)
+    for outcome in engine.run(requests()):
+        item = outcome.request.key
+        yield item.key, page_result(loaded, item.source, None, outcome)
 
 
 def ocr_images(loaded: LoadedModel, images: Iterable[Path], prompt: str, gen: GenerationConfig,
-               progress: Progress | None = None) -> Iterator[PageResult]:
-    """Read each image file, one at a time, and yield its PageResult (`page` None)."""
-    for path in images:
-        started = time.perf_counter()
-        ((tokens, reason),) = generate_pages(loaded, [load_image(path)], prompt, gen, progress)
-        yield _result(loaded, str(path), None, tokens, reason, time.perf_counter() - started)
+               progress: Progress | None = None, *, batch_size: int = 1,
+               draft: DraftConfig = DRAFT_OFF) -> Iterator[PageResult]:
+    """Read each image file and yield its PageResult (`page` None), in input order."""
+    finished: dict[int, PageResult] = {}
+    next_index = 0
+    items = (ImageItem(index, str(path), path, prompt) for index, path in enumerate(images))
+    for index, result in read_images(loaded, items, gen, batch_size=batch_size, draft=draft, progress=progress):
+        finished[index] = result
+        while next_index in finished:
+            yield finished.pop(next_index)
+            next_index += 1
 
 
 def render_results(ordered: list[PageResult], fmt: str, source: Path, document: Document,
@@ -115,73 +155,6 @@ def render_results(ordered: list[PageResult], fmt: str, source: Path, document: 
     return render_jsonl(ordered) if fmt == "jsonl" else render_document(ordered, fmt)
 
 
-def convert_document(loaded: LoadedModel, source: Path, output: Path | None, *, prompt: str, fmt: str,
-                     gen: GenerationConfig, pages: list[tuple[int, int | None]] | None = None,
-                     batch_size: int = 1, recompute: bool = False, progress: Progress | None = None,
-                     document: Document | None = None, fallback: str | None = None) -> tuple[DocumentReport, str]:
-    """Convert one PDF or image file; returns its report and the rendered text.
-
-    With `output` set, finished pages are kept in a resume store beside it as they complete and the
-    document is written atomically at the end; a finished output is skipped unless `recompute`. An
-    output with failed pages is written (with their markers) but not finished: running again retries
-    those pages only.
-    With `output` None (stdout) nothing is written and nothing is resumed.
-    With `fallback="text-layer"`, failed and looping PDF pages are written from the PDF's text layer
-    (see text_layer.py); the report still counts them as the model left them.
-
-    Raises:
-        InputError: the document cannot be opened, or `pages` is out of range.
-    """
-    from .output import is_finished
-
-    progress = progress or Progress()
-    report = DocumentReport(source=source, output=output)
-    if output is not None and not recompute and is_finished(output):
-        report.skipped = True
-        progress.document_done(report)
-        return report, ""
-    document = document or open_document(source)
-    wanted = select_pages(pages, document.page_count, str(source))
-    single = document.is_single_image
-    settings = page_settings(loaded, prompt, gen)
-    store = None
-    if output is not None:
-        store = PageStore(output, source_fingerprint(source), settings_fingerprint(settings), resume=not recompute)
-    try:
-        done = dict(store.finished) if store else {}
-        key = (lambda n: None if single else n)
-        results = {n: done[key(n)] for n in wanted if key(n) in done}
-        report.resumed_pages = len(results)
-        progress.document_started(source, len(wanted), len(results))
-        todo = [n for n in wanted if key(n) not in done]
-        for batch in _batches(document, todo, batch_size):
-            broken = [PageResult(source=str(source), page=key(n), text="", finish_reason="error", tokens=0,
-                                 seconds=0.0, error=one_line(image)[:300]) for n, image in batch
-                      if isinstance(image, Exception)]
-            good = [(key(n), image) for n, image in batch if not isinstance(image, Exception)]
-            for result in broken + (_page_results(loaded, str(source), good, prompt, gen, progress) if good else []):
-                if store:
-                    store.add(result)
-                results[result.page or 1] = result
-                progress.page_done(result)
-        ordered = [results[n] for n in wanted]
-        text = render_results(ordered, fmt, source, document, fallback)
-        if output is not None:
-            atomic_write_text(output, text)
-            if not any(r.finish_reason == "error" for r in ordered):
-                # With failed pages the resume state stays, so the output counts as unfinished and the
-                # next run redoes the failed pages alone.
-                store.finish()
-    finally:
-        if store:
-            store.close()
-    report.results = ordered
-    report.pages = len(ordered)
-    report.failed_pages = sum(r.finish_reason == "error" for r in ordered)
-    progress.document_done(report)
-    return report, text
-
-
 def page_settings(loaded: LoadedModel, prompt: str, gen: GenerationConfig) -> dict:
     """Everything that changes a page's text; resume stores written under other settings are ignored.
 
@@ -191,36 +164,12 @@ def page_settings(loaded: LoadedModel, prompt: str, gen: GenerationConfig) -> di
             "gen": asdict(gen), "raster": "short-side-1024"}
 
 
-def _batches(document: Document, numbers: list[int], size: int) -> Iterator[list[tuple[int, object]]]:
-    """Rendered pages in groups of `size`; only one group's images are in memory at a time.
-
-    A page that cannot be rendered comes as its InputError instead of an image.
-    """
-    batch: list[tuple[int, object]] = []
-    for number in numbers:
-        try:
-            batch.append(next(document.iter_pages([number])))
-        except InputError as exc:
-            batch.append((number, exc))
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
-def _free_device_memory(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-
-
-
 def default_batch_size(loaded: LoadedModel, max_new_tokens: int) -> int:
     """Pages per batch from the device's free memory: each page's KV cache and decode activations.
 
     Batching pays on every device: decoding reads the weights once per step for the whole batch
     (bench/: 16 -> 44 decode tokens/s from batch 1 to 8 on a 2-core CPU). The vision towers take one page
-    at a time on a CPU (see `LoadedModel.encode_pages`), so only GPUs count their activations per page.
+    at a time on a CPU (see `LoadedModel.encode_inputs`), so only GPUs count their activations per page.
     """
     free = _free_memory(loaded.device)
     if free is None:

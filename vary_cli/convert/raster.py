@@ -3,7 +3,7 @@
 `discover_inputs` expands the paths given to `vary convert` (files, and directories searched recursively)
 into a sorted list of documents; `parse_page_ranges` + `select_pages` turn `--pages 1-4,7` into page
 numbers; `open_document` returns a `Document` whose `iter_pages` renders one page at a time, so a
-500-page PDF is never held in memory. `pipeline.convert_document` calls these; `cli/app.py` calls
+500-page PDF is never held in memory. `stream.convert_many` calls these; `cli/app.py` calls
 `discover_inputs` and `parse_page_ranges` to fail fast on bad arguments.
 
 PDFs go through pdf2image (poppler's `pdfinfo` and `pdftoppm`). Every failure a user can cause (missing

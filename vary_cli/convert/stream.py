@@ -19,18 +19,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from ..errors import InputError, OutputError, one_line
+from ..engine.config import DRAFT_OFF, DraftConfig, GenerationConfig
+from ..engine.requests import PageRequest
+from ..errors import InputError, OutputError
 from ..files import atomic_write_text
 from ..models.loaded import LoadedModel
-from ..engine.batcher import ContinuousBatcher, PageOutcome, PageRequest
-from ..engine.generate import GenerationConfig
+from .fonts import missing_glyphs_by_page
 from .output import PageStore, is_finished, read_pages, remove_sidecars, settings_fingerprint, source_fingerprint
-from .pipeline import DocumentReport, Progress, page_settings, render_results
+from .pipeline import DocumentReport, Progress, make_engine, page_request, page_result, page_settings, render_results
 from .raster import Document, open_document, select_pages
 from ..render.results import PageResult
 from .shard import Shard
+from .text_layer import page_text
 
 SCHEDULERS = ("continuous", "static")
+EARLIER_PAGES = 2  # the document's pages before this one that `--draft ngram|auto` drafts from
 
 
 @dataclass
@@ -46,11 +49,18 @@ class RunReport:
     failed_pages: int = 0
     assembled: int = 0  # outputs this process wrote
     seconds: float = 0.0
+    tokens: int = 0  # tokens generated in this run
+    forward_passes: int = 0  # forward passes of the batch that generated them (prefills included)
     reports: list[DocumentReport] = field(default_factory=list)
 
     @property
     def pages_per_second(self) -> float:
         return self.pages / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def tokens_per_pass(self) -> float:
+        """Tokens per forward pass of the batch: the batch's rows and the accepted drafts both raise it."""
+        return self.tokens / self.forward_passes if self.forward_passes else 0.0
 
 
 @dataclass
@@ -79,15 +89,17 @@ def page_key(source: Path, fingerprint: str, number: int) -> str:
 def convert_many(loaded: LoadedModel, targets: dict[Path, Path | None], *, prompt: str, fmt: str,
                  gen: GenerationConfig, pages: list[tuple[int, int | None]] | None = None, batch_size: int = 1,
                  recompute: bool = False, shard: Shard = Shard(), scheduler: str = "continuous",
-                 fallback: str | None = None, progress: Progress | None = None,
-                 on_document: Callable[[DocumentReport, str], None] | None = None) -> RunReport:
+                 fallback: str | None = None, progress: Progress | None = None, draft: DraftConfig = DRAFT_OFF,
+                 on_document: Callable[[DocumentReport, str], None] | None = None,
+                 strict: bool = False) -> RunReport:
     """Convert this process's share of the pages of every input; write each output once it is complete.
 
     `targets` maps each input to its output (None: the caller prints the text, which `on_document`
     receives; only a single process may do that). `scheduler` "continuous" refills a batch row as soon
     as its page stops; "static" decodes each batch until its last page stops. A document that cannot
-    be opened is counted in `failed_documents` and reported through `progress.message`. `fallback` is as in
-    `pipeline.render_results`.
+    be opened is counted in `failed_documents` and reported through `progress.message` (with `strict`, its
+    InputError is raised). `fallback` is as in `pipeline.render_results`. `draft` (`--draft`) drafts from
+    each PDF page's text layer and from the document's earlier pages; it changes no token.
     """
     if scheduler not in SCHEDULERS:
         raise InputError(f"--scheduler must be one of {', '.join(SCHEDULERS)}, not {scheduler!r}")
@@ -100,7 +112,7 @@ def convert_many(loaded: LoadedModel, targets: dict[Path, Path | None], *, promp
     tag = None if shard.is_single else f"{shard.index}-of-{shard.count}"
     docs: list[tuple[_Doc, list[int]]] = []
     for source, output in targets.items():
-        doc = _open(source, output, pages, recompute, settings, run, progress)
+        doc = _open(source, output, pages, recompute, settings, run, progress, strict)
         if doc is None:
             continue
         todo = [n for n in doc.wanted if doc.key(n) not in doc.results
@@ -111,7 +123,6 @@ def convert_many(loaded: LoadedModel, targets: dict[Path, Path | None], *, promp
             doc.store = PageStore(output, doc.fingerprint, settings, resume=not recompute, tag=tag)
         docs.append((doc, todo))
     progress.pages_planned(run.owned_pages, 0)
-    prompt_ids = loaded.prompt_ids(prompt)
 
     def requests() -> Iterator[PageRequest]:
         for doc, todo in docs:
@@ -119,16 +130,14 @@ def convert_many(loaded: LoadedModel, targets: dict[Path, Path | None], *, promp
                 try:
                     ((_, image),) = doc.document.iter_pages([number])
                 except InputError as error:
-                    image = error  # the batcher turns it into this page's error
-                yield PageRequest((doc, number), image, prompt_ids)
+                    image = error  # the engine turns it into this page's error
+                yield _request(loaded, doc, number, image, prompt, draft)
 
-    batcher = ContinuousBatcher(loaded.model, lambda images: loaded.encode_pages(images, prompt), gen,
-                                loaded.stop_ids, batch_size, refill=scheduler == "continuous",
-                                on_token=lambda _key, _token: progress.token())
+    engine = make_engine(loaded, gen, batch_size, draft=draft, refill=scheduler == "continuous", progress=progress)
     try:
-        for outcome in batcher.run(requests()):
+        for outcome in engine.run(requests()):
             doc, number = outcome.request.key
-            result = _page_result(loaded, doc, number, outcome)
+            result = page_result(loaded, str(doc.source), doc.key(number), outcome)
             if doc.store is not None:
                 doc.store.add(result)
             doc.results[doc.key(number)] = result
@@ -146,11 +155,46 @@ def convert_many(loaded: LoadedModel, targets: dict[Path, Path | None], *, promp
             if doc.store is not None:
                 doc.store.close()
         run.seconds = time.perf_counter() - started
+        run.tokens, run.forward_passes = engine.tokens, engine.forward_passes
     return run
 
 
+def convert_document(loaded: LoadedModel, source: Path, output: Path | None, *, prompt: str, fmt: str,
+                     gen: GenerationConfig, pages: list[tuple[int, int | None]] | None = None,
+                     batch_size: int = 1, recompute: bool = False, progress: Progress | None = None,
+                     fallback: str | None = None, draft: DraftConfig = DRAFT_OFF) -> tuple[DocumentReport, str]:
+    """Convert one PDF or image file; returns its report and the rendered text (`convert_many` for one input).
+
+    With `output` set, finished pages are kept in a resume store beside it as they complete and the
+    document is written atomically at the end; a finished output is skipped unless `recompute`. An
+    output with failed pages is written (with their markers) but not finished: running again retries
+    those pages only. With `output` None nothing is written and nothing is resumed.
+
+    Raises:
+        InputError: the document cannot be opened, or `pages` is out of range.
+    """
+    texts: list[str] = []
+    run = convert_many(loaded, {source: output}, prompt=prompt, fmt=fmt, gen=gen, pages=pages,
+                       batch_size=batch_size, recompute=recompute, fallback=fallback, progress=progress,
+                       draft=draft, on_document=lambda _report, text: texts.append(text), strict=True)
+    return run.reports[0], texts[0] if texts else ""
+
+
+def _request(loaded: LoadedModel, doc: _Doc, number: int, image, prompt: str, draft: DraftConfig) -> PageRequest:
+    """Page `number`'s engine request, with its drafting sources: the PDF page's text layer, and the token
+    ids of the document's last pages finished before it."""
+    text_layer = None
+    if draft.mode in ("text-layer", "auto") and doc.document.kind == "pdf":
+        text_layer = page_text(doc.source, number)
+    earlier = []
+    if draft.mode in ("ngram", "auto"):
+        before = sorted(page for page in doc.results if page is not None and page < number)[-EARLIER_PAGES:]
+        earlier = [loaded.tokenizer.encode(doc.results[page].text) for page in before]
+    return page_request(loaded, (doc, number), image, prompt, text_layer=text_layer, earlier_pages=earlier)
+
+
 def _open(source: Path, output: Path | None, pages, recompute: bool, settings: str | None, run: RunReport,
-          progress: Progress) -> _Doc | None:
+          progress: Progress, strict: bool = False) -> _Doc | None:
     run.documents += 1
     report = DocumentReport(source=source, output=output)
     if output is not None and not recompute and is_finished(output):
@@ -164,6 +208,8 @@ def _open(source: Path, output: Path | None, pages, recompute: bool, settings: s
         wanted = select_pages(pages, document.page_count, str(source))
         fingerprint = source_fingerprint(source)
     except InputError as error:  # this document can't be opened: report it, go on with the rest
+        if strict:
+            raise
         run.documents -= 1
         run.failed_documents += 1
         progress.message(f"[red]error:[/red] {' '.join(str(error).split())}")
@@ -174,17 +220,6 @@ def _open(source: Path, output: Path | None, pages, recompute: bool, settings: s
         doc.results = {page: r for page, r in found.items() if r.finish_reason != "error"}
     report.resumed_pages = len(doc.results)
     return doc
-
-
-def _page_result(loaded: LoadedModel, doc: _Doc, number: int, outcome: PageOutcome) -> PageResult:
-    source, page = str(doc.source), doc.key(number)
-    if outcome.error is not None:
-        return PageResult(source=source, page=page, text="", finish_reason="error", tokens=0,
-                          seconds=round(outcome.seconds, 3), error=one_line(outcome.error)[:300])
-    generation = outcome.generation
-    return PageResult(source=source, page=page, text=loaded.tokenizer.decode(generation.token_ids),
-                      finish_reason=generation.finish_reason, tokens=len(generation.token_ids),
-                      seconds=round(outcome.seconds, 3))
 
 
 def _assemble(doc: _Doc, fmt: str, fallback: str | None, settings: str | None, run: RunReport,
@@ -210,6 +245,7 @@ def _assemble(doc: _Doc, fmt: str, fallback: str | None, settings: str | None, r
             remove_sidecars(doc.output)
     report = doc.report
     report.results = ordered
+    report.missing_glyphs = missing_glyphs_by_page(ordered, fmt)
     report.pages = len(ordered)
     report.failed_pages = sum(r.finish_reason == "error" for r in ordered)
     run.assembled += 1

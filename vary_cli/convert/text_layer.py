@@ -1,6 +1,6 @@
 """`--fallback text-layer`: a PDF's own text for the pages the model could not read (olmOCR's pattern).
 
-`pipeline.convert_document` calls `fill_from_text_layer` on the finished pages before rendering.
+`stream.convert_many` calls `fill_from_text_layer` on the finished pages before rendering.
 A page whose generation failed (`finish_reason` "error") or looped (cut by the repetition guard) is
 replaced by the PDF's own text in reading order (pdf_text.py, the same text `vary data pdf` trains
 on), with `finish_reason` "text-layer" so every

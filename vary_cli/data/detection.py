@@ -19,6 +19,7 @@ case, as the paper's "Person", "Car". Images are referenced in place, not copied
 from __future__ import annotations
 
 import json
+import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,27 +53,83 @@ def read_coco(annotations: Path, images: Path) -> list[Item]:
     """One Item per image of a COCO json, keyed by its file_name, with its classes and pixel boxes.
 
     Raises:
-        InputError: the file is missing, not JSON, or lacks COCO's images/annotations/categories.
+        InputError: the file is missing or not JSON, or an entry is not COCO's shape (the message names
+            the entry, e.g. `annotations[3]: "bbox" must be 4 numbers [x, y, w, h]`).
     """
     try:
         coco = json.loads(Path(annotations).read_text(encoding="utf-8"))
-        names = {c["id"]: _class_name(c["name"]) for c in coco["categories"]}
-        entries = sorted(coco["images"], key=lambda image: str(image["file_name"]))
-        boxes: dict = {image["id"]: [] for image in entries}
-        for ann in coco["annotations"]:
-            if not ann.get("iscrowd") and ann["image_id"] in boxes:
-                boxes[ann["image_id"]].append((names[ann["category_id"]], [float(v) for v in ann["bbox"]]))
     except FileNotFoundError:
         raise InputError(f"{annotations}: no such file") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputError(f"{annotations}: cannot read the COCO json ({exc})") from None
-    except (KeyError, TypeError, ValueError) as exc:
-        raise InputError(f"{annotations}: not COCO detection json (images, annotations, categories with "
-                         f"id/name/bbox; problem at {exc})") from None
-    return [Item(str(image["file_name"]), index,
+    if not isinstance(coco, dict) or not all(isinstance(coco.get(k), list) for k in ("images", "annotations",
+                                                                                         "categories")):
+        raise InputError(f"{annotations}: not COCO detection json (needs lists \"images\", \"annotations\" "
+                         "and \"categories\")")
+    def where(part: str, index: int) -> str:
+        return f"{annotations}: {part}[{index}]"
+
+    names = {}
+    for index, category in enumerate(coco["categories"]):
+        _require(category, ("id", "name"), where("categories", index))
+        if not isinstance(category["name"], str) or not category["name"].strip():
+            raise InputError(f"{where('categories', index)}: \"name\" must be a non-empty string")
+        names[_id(category, "id", where("categories", index))] = _class_name(category["name"])
+    boxes: dict = {}
+    file_names: set[str] = set()
+    for index, image in enumerate(coco["images"]):
+        _require(image, ("id", "file_name"), where("images", index))
+        if not isinstance(image["file_name"], str) or not image["file_name"].strip():
+            raise InputError(f"{where('images', index)}: \"file_name\" must be a non-empty string, "
+                             f"not {image['file_name']!r}")
+        for side in ("width", "height"):
+            value = image.get(side)
+            if value is not None and not (_is_number(value) and value > 0):
+                raise InputError(f"{where('images', index)}: \"{side}\" must be a positive number, not {value!r}")
+        if image["file_name"] in file_names:  # the file name keys the item (journal, shard, seed)
+            raise InputError(f"{where('images', index)}: file_name {image['file_name']!r} appears twice")
+        file_names.add(image["file_name"])
+        if _id(image, "id", where("images", index)) in boxes:
+            raise InputError(f"{where('images', index)}: image id {image['id']!r} appears twice")
+        boxes[image["id"]] = []
+    for index, ann in enumerate(coco["annotations"]):
+        _require(ann, ("image_id", "category_id", "bbox"), where("annotations", index))
+        box = ann["bbox"]
+        if not (isinstance(box, list) and len(box) == 4 and all(_is_number(v) for v in box)
+                and box[2] >= 0 and box[3] >= 0):
+            raise InputError(f"{where('annotations', index)}: \"bbox\" must be 4 numbers [x, y, w, h] with w, h "
+                             f">= 0, not {json.dumps(box)[:80]}")
+        _id(ann, "image_id", where("annotations", index))
+        if _id(ann, "category_id", where("annotations", index)) not in names:
+            raise InputError(f"{where('annotations', index)}: category_id {ann['category_id']!r} is not in "
+                             "\"categories\"")
+        if not ann.get("iscrowd") and ann["image_id"] in boxes:
+            boxes[ann["image_id"]].append((names[ann["category_id"]], [float(v) for v in box]))
+    entries = sorted(coco["images"], key=lambda image: image["file_name"])
+    return [Item(image["file_name"], index,
                  (str(Path(images) / image["file_name"]), image.get("width"), image.get("height"),
                   tuple((name, tuple(box)) for name, box in boxes[image["id"]])))
             for index, image in enumerate(entries)]
+
+
+def _require(entry, keys: tuple[str, ...], where: str) -> None:
+    if not isinstance(entry, dict):
+        raise InputError(f"{where}: expected an object, not {type(entry).__name__}")
+    missing = [f'"{k}"' for k in keys if k not in entry]
+    if missing:
+        raise InputError(f"{where}: missing {', '.join(missing)}")
+
+
+def _id(entry: dict, key: str, where: str) -> int | str:
+    value = entry[key]
+    if not isinstance(value, (int, str)) or isinstance(value, bool):
+        raise InputError(f"{where}: \"{key}\" must be an integer or a string, not {json.dumps(value)[:40]}")
+    return value
+
+
+def _is_number(value) -> bool:
+    # bool is an int to Python, not a coordinate; NaN and infinity are no box either.
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _class_name(name: str) -> str:

@@ -5,21 +5,24 @@ every source, `eval_fraction`, is held out (drawn by the seed) so no eval record
 then each source's remaining records are taken WEIGHT times: the whole part of the weight as full
 copies, the fraction as a random subset (0.5 takes half, 2 takes every record twice). The training
 records are shuffled together. Images are not copied: every image path is rewritten relative to the
-new files. Writes DIR/data.jsonl, DIR/eval.jsonl and DIR/manifest.json atomically.
+new files. Every source record is first checked with `vary train`'s own parser, so a record it would
+refuse names its source file and line and nothing is written. Writes DIR/data.jsonl, DIR/eval.jsonl and
+DIR/manifest.json atomically.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputError
-from ..files import atomic_write_text
-from ..train.dataset import read_records
-from .writer import check_records, package_versions
+from ..files import atomic_write_text, check_target
+from ..train.dataset import parse_sample, read_records
+from .writer import package_versions
 
 
 @dataclass(frozen=True)
@@ -55,16 +58,15 @@ def parse_source(text: str) -> Source:
             sorted(source.glob("data-*-of-*.jsonl"))
     if not files or not all(f.is_file() for f in files):
         raise InputError(f"{path}: no such data file (nor a directory with data.jsonl or shards' data-I-of-N.jsonl)")
-    if not weight >= 0:
-        raise InputError(f"{text}: the weight must be a number >= 0")
+    if not (math.isfinite(weight) and weight >= 0):  # inf would mean infinitely many copies; nan no number
+        raise InputError(f"{text}: the weight must be a finite number >= 0, not {tail}")
     return Source(tuple(files), weight)
 
 
 def _read(source: Path, out: Path) -> list[dict]:
     records = []
     for number, record in read_records(source):  # what `vary train` reads, JSON lists included
-        if not isinstance(record, dict):
-            raise InputError(f"{source}:{number}: a record must be a JSON object")
+        parse_sample(source, number, record)  # refused here, naming the source line, before anything is written
         if isinstance(record.get("image"), str) and record["image"]:
             image = (source.parent / record["image"]).resolve()
             record["image"] = Path(os.path.relpath(image, out.resolve())).as_posix()
@@ -83,6 +85,7 @@ def mix(sources: list[Source], out: Path, eval_fraction: float = 0.0, seed: int 
     if not sources:
         raise InputError("give at least one data file")
     out = Path(out)
+    check_target(out, "--out", directory=True)
     rng = random.Random(seed)
     train: list[dict] = []
     held: list[dict] = []
@@ -111,5 +114,4 @@ def mix(sources: list[Source], out: Path, eval_fraction: float = 0.0, seed: int 
                 "eval_records": len(held), "sources": per_source, "seed": seed,
                 "settings": {"eval_fraction": eval_fraction}, "versions": package_versions()}
     atomic_write_text(summary.manifest, json.dumps(manifest, ensure_ascii=False, indent=2) + "\n")
-    check_records(summary.data)
     return summary

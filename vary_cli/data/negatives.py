@@ -48,7 +48,11 @@ def check_image(path: str) -> str | None:
     try:
         with Image.open(path) as image:
             image.load()
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
+    except Image.DecompressionBombError:
+        # Pillow refuses images past 2 x MAX_IMAGE_PIXELS (a decompression bomb): skip it as too large.
+        return "image too large (decompression bomb)"
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError, EOFError) as exc:
+        # Pillow reports broken data as any of these, depending on the codec (as models/preprocess.py reads it).
         return "unreadable image" if isinstance(exc, UnidentifiedImageError) else f"unreadable image ({type(exc).__name__})"
     return None
 

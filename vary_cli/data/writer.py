@@ -73,6 +73,7 @@ class Summary:
     resumed: int = 0
     records: int = 0
     skipped: Counter = field(default_factory=Counter)
+    examples: dict[str, str] = field(default_factory=dict)  # skip reason -> the first item skipped for it
     errors: list[str] = field(default_factory=list)
 
 
@@ -156,11 +157,13 @@ def run_items(kind: str, items: list[Item], work: Callable[[Item, int], Outcome]
                 progress.advance()
     except OSError as exc:
         raise OutputError(f"{journal}: cannot write the journal ({exc.strerror or exc})") from None
-    ordered = sorted(done.values(), key=lambda e: e.index)
+    ordered_keys = sorted(done, key=lambda k: done[k].index)
+    ordered = [done[key] for key in ordered_keys]
     counts: Counter = Counter()
-    for entry in ordered:
+    for key, entry in zip(ordered_keys, ordered):
         if entry.skipped:
             summary.skipped[entry.skipped] += 1
+            summary.examples.setdefault(entry.skipped, key)  # so the summary line can name one
         counts.update(entry.counts)
     summary.records = _write_data(journal, ordered, summary.data)
     manifest = {"kind": kind, "data": data_name, "shard": None if shard.is_single else str(shard),

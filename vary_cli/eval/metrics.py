@@ -11,7 +11,8 @@
 
 Where a reference script would divide by zero or return None (an empty page), the value is defined here
 instead: edit distance 0 when both strings are empty, and P/R/F1 0 when a token set is empty (GOT's
-`get_value_or_zero`). `protocols.py` decides whether such pages are scored at all.
+`get_value_or_zero`). `protocols.py` decides whether such pages are scored at all: a page with nothing on
+either side never is, so a page that is scored and empty on one side is a miss on every metric.
 """
 
 from __future__ import annotations

@@ -1,8 +1,11 @@
 """Benchmark files read in place, as `vary eval score` and `vary eval run` take them.
 
 Every reader returns plain records; a file that cannot be used raises `InputError` naming the file (and
-the line, for JSONL). Text is decoded as strict UTF-8 and stripped of leading and trailing whitespace (a
-final newline is not content: the reference scripts score JSON strings that have none).
+the line, for JSONL). Text is decoded as strict UTF-8 and kept exactly as written, whitespace included,
+because the reference scripts score their JSON strings as they are: surrounding spaces change edit
+distance, got-scene's character tokens, the length rules that skip pages, ANLS's denominator and relaxed
+accuracy's string match. The one exception is a page *file* (directory layouts, nougat .mmd): its final
+line ending ("\n" or "\r\n") ends the file, not the page, and is dropped; any other whitespace stays.
 
 Layouts:
 - a directory of `.md` / `.mmd` / `.txt` / `.tex` files, keyed by relative path without suffix;
@@ -54,14 +57,16 @@ class Benchmark:
 
 
 def read_text(path: Path) -> str:
-    """A text file's content, stripped; InputError when it is missing or not UTF-8."""
+    """A page file's text without the file's final line ending; InputError when it is missing or not UTF-8."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
     except OSError as exc:
         raise InputError(f"{path}: cannot read it ({exc.strerror or exc})") from None
-    return _decode(data, str(path)).strip()
+    text = _decode(data, str(path))
+    # Only the one line ending a text file conventionally ends with: "a\n\n" keeps its blank line.
+    return text[:-2] if text.endswith("\r\n") else text[:-1] if text.endswith("\n") else text
 
 
 def _decode(data: bytes, where: str) -> str:
@@ -132,7 +137,7 @@ def read_predictions(path: Path) -> dict[str, str]:
             raise InputError(f"{path}: expected Fox's results file (a list of {{\"image\", \"answer\"}})")
         found: dict[str, str] = {}
         for index, record in enumerate(data):
-            _put(found, Path(str(record["image"])).stem, str(record["answer"]).strip(), f"{path}: entry {index}")
+            _put(found, Path(str(record["image"])).stem, str(record["answer"]), f"{path}: entry {index}")
         return found
     found = {}
     for number, record in jsonl_records(path):
@@ -141,13 +146,13 @@ def read_predictions(path: Path) -> dict[str, str]:
             value = record.get("answer", record.get("text"))
             if not isinstance(value, str):
                 raise InputError(f"{where}: \"answer\" must be a string")
-            _put(found, str(record["id"]), value.strip(), where)
+            _put(found, str(record["id"]), value, where)
         else:
             source = _field(record, "source", str, where)
             page = record.get("page")
             if page is not None and not isinstance(page, int):
                 raise InputError(f"{where}: \"page\" must be an integer or null")
-            _put(found, page_key(source, page), _field(record, "text", str, where).strip(), where)
+            _put(found, page_key(source, page), _field(record, "text", str, where), where)
     return found
 
 
@@ -207,10 +212,10 @@ def _jsonl_ground_truth(path: Path, task: str | None) -> Benchmark:
             prompt = record.get("prompt")
             if prompt is not None and not isinstance(prompt, str):
                 raise InputError(f"{where}: \"prompt\" must be a string")
-            item = Item(key, [a.strip() for a in answers] if bench.task == "ocr" else answers, image, pdf, page, prompt)
+            item = Item(key, answers, image, pdf, page, prompt)
         else:
             source = _field(record, "source", str, where)
-            item = Item(page_key(source, record.get("page")), [_field(record, "text", str, where).strip()])
+            item = Item(page_key(source, record.get("page")), [_field(record, "text", str, where)])
         if item.key in seen:
             raise InputError(f"{where}: \"{item.key}\" appears twice")
         seen.add(item.key)
@@ -229,7 +234,7 @@ def _fox(path: Path, data: list[dict]) -> Benchmark:
             raise InputError(f"{where}: \"conversations\" must hold a question and an answer")
         image = _field(record, "image", str, where)
         prompt = str(turns[0].get("value", "")).replace("<image>", "").strip()
-        bench.items.append(Item(Path(image).stem, [str(turns[1].get("value", "")).strip()],
+        bench.items.append(Item(Path(image).stem, [str(turns[1].get("value", ""))],
                                 _first_existing(image_dir / image, path.parent / image), prompt=prompt))
     return bench
 

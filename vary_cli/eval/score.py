@@ -4,6 +4,9 @@
 train --eval-generate`. Edit distance is rapidfuzz's C code; tokenization, BLEU and METEOR (pure Python in
 nltk, the slow part) run over a pool of processes when there are enough pages to pay for it. WordNet is
 loaded once in the parent before the pool forks, so workers share it instead of each reading it again.
+nltk's METEOR takes time quadratic in a page's length (seconds at 20,000 tokens, most of an hour for a
+20 MB runaway page), so a page with more than METEOR_MAX_TOKENS tokens on either side gets no METEOR:
+its other metrics count, and a note says how many pages were left out of the METEOR mean.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ VQA_METRIC = {"docvqa": "anls", "chartqa": "relaxed_accuracy"}
 VQA_SOURCE = {"docvqa": "DocVQA official ANLS (threshold 0.5)", "chartqa": "pix2struct relaxed_correctness (5%)"}
 # Below this many pages a pool costs more to start than it saves.
 POOL_MIN_PAGES = 32
+# Pages of the benchmarks we follow have a few thousand tokens at most; past this METEOR is left out.
+METEOR_MAX_TOKENS = 20_000
 
 
 @dataclass
@@ -56,6 +61,8 @@ class ScoreReport:
     unpaired_predictions: list[str] = field(default_factory=list)
     unpaired_ground_truth: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    """Items `vary eval run` could not run (key -> why): skipped, so they do not count as empty predictions."""
 
     @property
     def metric_names(self) -> tuple[str, ...]:
@@ -64,6 +71,15 @@ class ScoreReport:
     @property
     def scored(self) -> list[PageScore]:
         return [p for p in self.pages if p.skipped is None]
+
+    def nothing_scored(self) -> str | None:
+        """Why no page counts in the means, or None when some do (the CLI makes it an error, exit 2)."""
+        if self.scored:
+            return None
+        if not self.pages:
+            return "nothing was scored: no prediction pairs with the ground truth"
+        reasons = sorted({p.skipped for p in self.pages if p.skipped})
+        return f"nothing was scored: all {len(self.pages)} pairs were skipped ({'; '.join(reasons)[:200]})"
 
     def means(self) -> dict[str, float | None]:
         out: dict[str, float | None] = {}
@@ -75,7 +91,8 @@ class ScoreReport:
     def to_json(self) -> dict:
         return {"task": self.task, "protocol": self.protocol, "order": self.order, "metrics": self.means(),
                 "pairs": len(self.pages), "scored": len(self.scored), "skipped": len(self.pages) - len(self.scored),
-                "empty_predictions": sum(not p.prediction for p in self.pages),
+                "failed": len(self.failed),
+                "empty_predictions": sum(not p.prediction for p in self.pages if p.key not in self.failed),
                 "unpaired": {"predictions": len(self.unpaired_predictions),
                              "ground_truth": len(self.unpaired_ground_truth)},
                 "notes": self.notes}
@@ -91,18 +108,33 @@ def score_files(pred: Path, gt: Path, task: str | None = None, protocol: str = D
     bench = read_ground_truth(gt, task)
     if task and bench.task != task:
         bench.task = task
+    if not bench.items:
+        raise InputError(f"{gt}: no ground truth to score against{_layout_hint(gt)}")
     predictions = read_predictions(pred)
-    if bench.items and predictions and not any(item.key in predictions for item in bench.items):
+    if not predictions:
+        raise InputError(f"{pred}: no predictions to score{_layout_hint(pred)}")
+    if not any(item.key in predictions for item in bench.items):
         raise InputError(f"{pred} and {gt}: no prediction pairs with the ground truth (keys look like "
                          f"{next(iter(predictions))!r} and {bench.items[0].key!r}); see `vary eval score --help` "
                          "for how each layout is keyed")
     return score_items(bench, predictions, protocol, swap, workers, with_meteor)
 
 
+def _layout_hint(path: Path) -> str:
+    if not path.is_dir():
+        return ""
+    if any(path.rglob("*.jsonl")):  # a directory is read for page files only, never its JSONL
+        return " (a directory is read for .md/.mmd/.txt/.tex files; give a .jsonl file itself)"
+    return " (a directory is read for .md/.mmd/.txt/.tex files and holds none)"
+
+
 def score_items(bench: Benchmark, predictions: dict[str, str], protocol: str = DEFAULT_PROTOCOL,
-                swap: bool = False, workers: int | None = None, with_meteor: bool = True) -> ScoreReport:
-    """Score `predictions` (key -> text) against the benchmark's items."""
-    paired = [item for item in bench.items if item.key in predictions]
+                swap: bool = False, workers: int | None = None, with_meteor: bool = True,
+                failed: dict[str, str] | None = None) -> ScoreReport:
+    """Score `predictions` (key -> text) against the benchmark's items; `failed` items (key -> why) are
+    skipped with their reason, not scored as empty predictions."""
+    failed = failed or {}
+    paired = [item for item in bench.items if item.key in predictions and item.key not in failed]
     known = {item.key for item in bench.items}
     unpaired_pred = sorted(k for k in predictions if k not in known)
     unpaired_gt = [item.key for item in bench.items if item.key not in predictions]
@@ -116,6 +148,13 @@ def score_items(bench: Benchmark, predictions: dict[str, str], protocol: str = D
                  else "prediction vs ground truth")
         report = ScoreReport("ocr", f"{chosen.name} ({chosen.source})", order, pages, notes=notes)
     report.unpaired_predictions, report.unpaired_ground_truth = unpaired_pred, unpaired_gt
+    report.failed = {item.key: failed[item.key] for item in bench.items if item.key in failed}
+    if failed:  # in the benchmark's order, as the pages the items took part in
+        skipped = {item.key: PageScore(item.key, "", item.answers, skipped=f"failed: {failed[item.key]}",
+                                       image=item.image) for item in bench.items if item.key in failed}
+        scored = {page.key: page for page in report.pages}
+        report.pages = [scored.get(item.key) or skipped[item.key] for item in bench.items
+                        if item.key in scored or item.key in skipped]
     return report
 
 
@@ -159,6 +198,12 @@ def score_ocr(items: list[Item], predictions: dict[str, str], protocol: Protocol
         results = [page_metrics(job) for job in jobs]
     for page, values in zip((p for p in pages if p.skipped is None), results):
         page.values = values
+    too_long = sum(1 for values in results if values.get("meteor_skipped"))
+    for values in results:
+        values.pop("meteor_skipped", None)
+    if too_long:
+        notes.append(f"METEOR left out on {too_long} page(s) with more than {METEOR_MAX_TOKENS:,} tokens on a side "
+                     "(nltk's METEOR is quadratic in page length); their other metrics count")
     return pages, notes
 
 
@@ -167,9 +212,13 @@ def page_metrics(job: tuple[str, str, str, bool]) -> dict[str, float | None]:
     pred, gt, tokenizer, with_meteor = job
     pred_tokens, gt_tokens = tokenize_pair(pred, gt, tokenizer)
     precision, recall, f1 = set_scores(pred_tokens, gt_tokens)
-    return {"edit_distance": edit_distance(pred, gt), "f1": f1, "precision": precision, "recall": recall,
-            "bleu": bleu(pred_tokens, gt_tokens),
-            "meteor": meteor(pred_tokens, gt_tokens) if with_meteor else None}
+    values: dict = {"edit_distance": edit_distance(pred, gt), "f1": f1, "precision": precision, "recall": recall,
+                    "bleu": bleu(pred_tokens, gt_tokens), "meteor": None}
+    if with_meteor and max(len(pred_tokens), len(gt_tokens)) > METEOR_MAX_TOKENS:
+        values["meteor_skipped"] = True  # counted and removed by score_ocr
+    elif with_meteor:
+        values["meteor"] = meteor(pred_tokens, gt_tokens)
+    return values
 
 
 def _load_wordnet() -> None:

@@ -61,28 +61,51 @@ class LoadedModel:
     def pad_id(self) -> int:
         return self.tokenizer.pad_id if self.is_tiny else self.tokenizer.endoftext_id
 
-    def encode_pages(self, images: list, prompt: str = "ocr", vision_batch: int | None = None) -> torch.Tensor:
-        """Image features (B, N, W) of RGB PIL pages, on the model's device and dtype.
+    def prepare_page(self, image, prompt: str = "ocr") -> tuple["PageInput", list[int]]:
+        """A page as the engine takes it: its preprocessed pixels and the prompt's token ids.
 
-        `prompt` matters to Vary-tiny only, whose two prompt formats were trained on differently
-        preprocessed pages: "" (image tokens alone) takes the vocabulary stage's preprocessing.
+        This is the one hook a model family gives the engine per page (CPU work, done before the page
+        joins a batch); a family whose prompt depends on the image (GOT's crops) answers per page.
+        """
+        return PageInput(self._pixels(image, prompt)), self.prompt_ids(prompt)
+
+    def encode_inputs(self, inputs: list["PageInput"], vision_batch: int | None = None) -> torch.Tensor:
+        """Image features (B, N, W) of prepared pages, on the model's device and dtype.
+
         `vision_batch` pages go through the vision towers at a time; by default all of them on a GPU
         and one on a CPU, where batching gains nothing and SAM's global attention (12 x 4096² floats per
         page per layer) only costs memory: bench/bench_infer.py measured 10.2 s/page one at a time
         against 17.1 s/page and 20 GiB of RSS eight at a time.
         """
-        vision_batch = vision_batch or (1 if self.device.type == "cpu" else len(images))
+        vision_batch = vision_batch or (1 if self.device.type == "cpu" else len(inputs))
         with torch.inference_mode():
-            return torch.cat([self._encode(images[i:i + vision_batch], prompt)
-                              for i in range(0, len(images), vision_batch)])
+            return torch.cat([self._encode(inputs[i:i + vision_batch]) for i in range(0, len(inputs), vision_batch)])
 
-    def _encode(self, images: list, prompt: str) -> torch.Tensor:
+    def encode_pages(self, images: list, prompt: str = "ocr", vision_batch: int | None = None) -> torch.Tensor:
+        """Image features (B, N, W) of RGB PIL pages (`prepare_page` then `encode_inputs`).
+
+        `prompt` matters to Vary-tiny only, whose two prompt formats were trained on differently
+        preprocessed pages: "" (image tokens alone) takes the vocabulary stage's preprocessing.
+        """
+        return self.encode_inputs([PageInput(self._pixels(image, prompt)) for image in images], vision_batch)
+
+    def _pixels(self, image, prompt: str) -> tuple[torch.Tensor, ...]:
+        """The page's pixel tensors, one per vision tower, in the order `encode_images` takes them."""
         if self.is_tiny:
             image_only = resolve_prompt(prompt, self.config.prompt_style) == ""
             to_pixels = linear_imagenet_pixels if image_only else sam_pixels
-            sam = torch.stack([to_pixels(image, self.config.sam) for image in images])  # (B, 3, 1024, 1024)
-            return self.model.encode_images(sam.to(self.device, self.dtype))
-        pages = [preprocess_page(image, self.config) for image in images]
-        clip = torch.stack([p.clip for p in pages]).to(self.device, self.dtype)  # (B, 3, 224, 224)
-        sam = torch.stack([p.sam for p in pages]).to(self.device, self.dtype)  # (B, 3, 1024, 1024)
-        return self.model.encode_images(clip, sam)
+            return (to_pixels(image, self.config.sam),)  # (3, 1024, 1024)
+        page = preprocess_page(image, self.config)
+        return page.clip, page.sam  # (3, 224, 224), (3, 1024, 1024)
+
+    def _encode(self, inputs: list["PageInput"]) -> torch.Tensor:
+        towers = zip(*(page.pixels for page in inputs))
+        stacked = [torch.stack(pixels).to(self.device, self.dtype) for pixels in towers]  # (B, 3, H, W) each
+        return self.model.encode_images(*stacked)
+
+
+@dataclass(frozen=True)
+class PageInput:
+    """One page's preprocessed pixels, ready to be stacked with other pages' into a batch."""
+
+    pixels: tuple[torch.Tensor, ...]

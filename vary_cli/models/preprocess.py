@@ -2,7 +2,7 @@
 
 `load_image` opens an image file as an RGB PIL image (every failure an `InputError` naming the file);
 `preprocess_page` turns an RGB page into a `PagePixels`: the CLIP branch's 224² centre crop and the SAM
-branch's 1024² squash, both float32 on the CPU. `pipeline.convert_document` (via `raster.py`'s pages)
+branch's 1024² squash, both float32 on the CPU. `stream.convert_many` (via `raster.py`'s pages)
 and `train/dataset.py` call these; they hold no model, choose no device and cast nothing.
 
 Parity notes. The CLIP branch repeats the slow, PIL/numpy `CLIPImageProcessor` of transformers 4.x that

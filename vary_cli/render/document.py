@@ -1,6 +1,6 @@
 """PageResults -> one output document (Markdown, Mathpix Markdown, LaTeX, plain text or JSON Lines).
 
-`pipeline.convert_document` calls `render_document` once per input with every page's `PageResult`, and
+`stream.convert_many` calls `render_document` once per input with every page's `PageResult`, and
 `cli/convert.py` calls `format_from_suffix` to pick a format from `-o out.tex`. Nothing here reads or
 writes files. Formats:
 
@@ -55,7 +55,8 @@ FORMATS = ("md", "mmd", "tex", "txt", "jsonl")
 SUFFIX_FOR_FORMAT = {"md": ".md", "mmd": ".mmd", "tex": ".tex", "txt": ".txt", "jsonl": ".jsonl"}
 _FORMAT_FOR_SUFFIX = {".md": "md", ".markdown": "md", ".mmd": "mmd", ".tex": "tex", ".txt": "txt",
                       ".jsonl": "jsonl"}
-JSONL_KEYS = ("source", "page", "text", "finish_reason", "tokens", "seconds", "error")
+JSONL_KEYS = ("source", "page", "text", "finish_reason", "tokens", "seconds", "error", "forward_passes",
+              "draft_tokens_accepted")
 
 FAIL_MARKER = "[MISSING_PAGE_FAIL:{page}]"
 FALLBACK_MARKER = "[TEXT_LAYER_FALLBACK:{page}]"

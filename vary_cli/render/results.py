@@ -26,6 +26,10 @@ class PageResult:
     seconds: float
     page: int | None = None
     error: str | None = None
+    forward_passes: int = 0
+    """Forward passes the page's decoding took (its prefill included); fewer than `tokens` with drafting."""
+    draft_tokens_accepted: int = 0
+    """Tokens that came from verified drafts (`--draft`)."""
 
     def to_json(self) -> dict:
         return asdict(self)

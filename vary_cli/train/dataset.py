@@ -98,7 +98,7 @@ def read_samples(path: Path, prompt_style: str = "vary-toy") -> list[Sample]:
         prompt_style: "vary-toy" or "vary-base": the question of plain `{"image", "text"}` pairs.
     """
     path = Path(path)
-    samples = [_parse_sample(path, line, raw, prompt_style) for line, raw in read_records(path)]
+    samples = [parse_sample(path, line, raw, prompt_style) for line, raw in read_records(path)]
     if not samples:
         raise InputError(f"{path}: no samples")
     return samples
@@ -159,7 +159,8 @@ def _skip_space(text: str, pos: int) -> int:
     return pos
 
 
-def _parse_sample(path: Path, line: int, raw: object, prompt_style: str) -> Sample:
+def parse_sample(path: Path, line: int, raw: object, prompt_style: str = "vary-toy") -> Sample:
+    """One record of a data file as a Sample; InputError naming `path:line` when `vary train` would refuse it."""
     where = f"{path}:{line}"
     if not isinstance(raw, dict):
         raise InputError(f"{where}: a sample must be a JSON object, got {type(raw).__name__}")

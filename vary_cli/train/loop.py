@@ -38,7 +38,7 @@ from ..models.export import read_latest, remove_stale
 from .config import ADAM_BETAS, ADAM_EPS, TrainConfig
 from .dist import Dist, StepBatches, autocast_dtype, setup_distributed, wrap
 from .qwen import QwenRecipe
-from .state import METRICS_FILE, Recipe, RunState, TrainingModel, TrainProgress, restore, save, \
+from .state import METRICS_FILE, Recipe, RunState, TrainingModel, TrainProgress, restore, resume_point, save, \
     trim_metrics, write_metrics
 from .vocabulary import VocabularyRecipe, init_vocabulary
 
@@ -151,6 +151,9 @@ def _run(cfg: TrainConfig, dist: Dist, device: torch.device, progress: TrainProg
                         "that run, or choose another --out")
     if cfg.resume and start_dir is None:
         progress.message(f"nothing to resume in {out}; starting from {cfg.model}")
+    training_state = None
+    if start_dir is not None:  # read before the model loads: a torn state falls back to an earlier checkpoint
+        start_dir, training_state = resume_point(out, start_dir, progress.message)
     recipe = _load_recipe(cfg, dist, device, start_dir)
     model, config, tokenizer = recipe.model, recipe.config, recipe.tokenizer
 
@@ -196,7 +199,8 @@ def _run(cfg: TrainConfig, dist: Dist, device: torch.device, progress: TrainProg
 
     start = 0
     if start_dir is not None:
-        start = restore(run_, start_dir)
+        start = restore(run_, start_dir, training_state)
+        training_state = None  # the optimizer holds its own copy now
     if dist.main:
         trim_metrics(run_.metrics, start)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -341,30 +345,31 @@ def generated_metrics(run_: RunState) -> dict[str, float]:
     """Greedy decodes of the first --eval-generate eval samples with images, scored as the paper scores pages:
     mean normalized edit distance and token-set F1 (eval/metrics.py, Fox's tokenization). Every process
     decodes the same samples (FSDP needs all of them in each forward); only the main one logs."""
-    from ..engine.generate import GenerationConfig, generate
+    from ..convert.pipeline import ImageItem, read_images
+    from ..engine.config import GenerationConfig
     from ..eval.metrics import edit_distance, set_scores
     from ..eval.tokens import tokenize_pair
     from ..models.loaded import LoadedModel
-    from ..models.preprocess import load_image
     from .dataset import IMAGE_PLACEHOLDER
 
     cfg, recipe, device = run_.cfg, run_.recipe, run_.device
     loaded = LoadedModel(recipe.model, recipe.tokenizer, recipe.config, Path(cfg.out), device, torch.float32)
     samples = [s for s in run_.eval_data.samples if s.image is not None][:cfg.eval_generate]
-    distances, f1s = [], []
-    for sample in samples:
+    items = []
+    for index, sample in enumerate(samples):
         question, answer = sample.turns[0][1], sample.turns[1][1]
         # Vary-tiny's vocabulary stage sees the image alone (its "" prompt format); the others the question.
         prompt = "" if cfg.stage == "vocabulary" else question.replace(IMAGE_PLACEHOLDER, "").strip()
-        gen = GenerationConfig(max_new_tokens=generation_budget(len(recipe.tokenizer.encode(answer)), cfg.max_length))
-        with _inference_attention(recipe.model), \
-                torch.autocast(device.type, dtype=run_.amp or torch.float32, enabled=run_.amp is not None):
-            features = loaded.encode_pages([load_image(sample.image)], prompt)
-            (result,) = generate(recipe.model, [loaded.prompt_ids(prompt)], features, gen, loaded.stop_ids,
-                                 loaded.pad_id)
-        text, truth = recipe.tokenizer.decode(result.token_ids).strip(), answer.strip()
-        distances.append(edit_distance(text, truth))
-        f1s.append(set_scores(*tokenize_pair(text, truth, "jieba"))[2])
+        budget = generation_budget(len(recipe.tokenizer.encode(answer)), cfg.max_length)
+        items.append(ImageItem((index, answer), str(sample.image), sample.image, prompt, max_new_tokens=budget))
+    gen = GenerationConfig(max_new_tokens=cfg.max_length)
+    distances, f1s = [], []
+    with _inference_attention(recipe.model), \
+            torch.autocast(device.type, dtype=run_.amp or torch.float32, enabled=run_.amp is not None):
+        for (_, answer), result in read_images(loaded, items, gen):
+            text, truth = result.text.strip(), answer.strip()
+            distances.append(edit_distance(text, truth))
+            f1s.append(set_scores(*tokenize_pair(text, truth, "jieba"))[2])
     if not samples:
         return {}
     return {"eval_edit_distance": sum(distances) / len(samples), "eval_f1": sum(f1s) / len(samples),

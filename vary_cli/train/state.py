@@ -4,13 +4,17 @@
 
 A checkpoint is a release directory (models/models/export.py) plus `training_state.pt` (optimizer, scheduler, grad
 scaler, RNG states, step, and the settings a resumed run must share). `save` writes it atomically and
-then moves `OUT/latest`; `restore` refuses a checkpoint made with other settings. Used by `loop.py`.
+then moves `OUT/latest`. `resume_point` reads the training state `latest` names, or, when that file is
+torn or corrupt, the newest earlier whole checkpoint's (saying so); `restore` refuses a checkpoint made
+with other settings. Used by `loop.py`.
 """
 
 from __future__ import annotations
 
 import json
+import pickle
 import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -21,7 +25,7 @@ import torch.nn.functional as F
 
 from ..models.config import ModelConfig
 from .dataset import IGNORE_INDEX
-from ..errors import VaryError
+from ..errors import VaryError, WeightsError, one_line
 from ..models.export import TRAINING_STATE, prune, save_release, write_latest
 from .config import TrainConfig
 from .dist import Dist
@@ -181,9 +185,68 @@ def save(run_: RunState, step: int) -> Path:
     return directory
 
 
-def restore(run_: RunState, directory: Path) -> int:
-    """Load the optimizer, scheduler and RNG state saved beside the weights; returns the step to go on from."""
-    state = torch.load(directory / TRAINING_STATE, map_location="cpu", weights_only=True)
+# What `save` puts in training_state.pt and `restore` reads back.
+STATE_KEYS = ("step", "optimizer", "scheduler", "rng", "resume")
+
+
+def load_training_state(directory: Path) -> dict[str, Any]:
+    """A checkpoint's training_state.pt.
+
+    Raises:
+        WeightsError: the file is torn (a truncated copy, a bad disk) or not what `save` writes; names it.
+    """
+    path = Path(directory) / TRAINING_STATE
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as exc:
+        # torch reports a truncated zip as RuntimeError ("PytorchStreamReader failed ..."), other damage as
+        # any of these.
+        raise WeightsError(f"{path} is damaged ({one_line(exc)[:160]})") from None
+    if not isinstance(state, dict) or any(key not in state for key in STATE_KEYS):
+        raise WeightsError(f"{path} is damaged (not the training state vary train saves)")
+    return state
+
+
+def resume_point(out: Path, latest: Path, message: Callable[[str], None]) -> tuple[Path, dict[str, Any]]:
+    """The checkpoint to resume from and its training state: `latest`, or, when its training state is
+    damaged, the newest earlier checkpoint-N whose state loads (said through `message`).
+
+    Raises:
+        WeightsError: `latest`'s training state is damaged and no earlier checkpoint is whole.
+    """
+    try:
+        return latest, load_training_state(latest)
+    except WeightsError as exc:
+        damaged = str(exc)
+    for candidate in _earlier_checkpoints(Path(out), latest):
+        try:
+            state = load_training_state(candidate)
+        except WeightsError as exc:
+            message(f"{exc}; trying an earlier checkpoint")
+            continue
+        message(f"{damaged}; resuming from the previous whole checkpoint, {candidate.name}")
+        return candidate, state
+    raise WeightsError(f"--resume: {damaged}, and {out} holds no earlier whole checkpoint to resume from; "
+                       "start a new run with another --out")
+
+
+def _earlier_checkpoints(out: Path, latest: Path) -> list[Path]:
+    """checkpoint-N directories before `latest` that hold a training state and a config, newest first."""
+    number = _checkpoint_number(latest.name)
+    found = [p for p in out.glob("checkpoint-*") if p.is_dir() and _checkpoint_number(p.name) is not None
+             and (number is None or _checkpoint_number(p.name) < number)
+             and (p / TRAINING_STATE).is_file() and (p / "config.json").is_file()]
+    return sorted(found, key=lambda p: _checkpoint_number(p.name), reverse=True)
+
+
+def _checkpoint_number(name: str) -> int | None:
+    match = re.fullmatch(r"checkpoint-(\d+)", name)
+    return int(match.group(1)) if match else None
+
+
+def restore(run_: RunState, directory: Path, state: dict[str, Any]) -> int:
+    """Load the optimizer, scheduler and RNG state (`state`, as `resume_point` read it from `directory`);
+    returns the step to go on from."""
     saved = state["resume"]
     # A key the saving run did not record (an older vary) counts as its default.
     changed = [f"{k} ({saved.get(k)} -> {run_.resume_info[k]})" for k in RESUME_KEYS
