@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -131,6 +132,12 @@ def keep_release(checkpoint: Path, target: Path) -> None:
     shutil.copytree(checkpoint, target, ignore=shutil.ignore_patterns("training_state.pt"))
 
 
+def children_cpu() -> float:
+    """CPU seconds of the vary commands run so far (on a shared machine, steadier than wall time)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def report(stage: str, **fields) -> None:
     print(json.dumps({"stage": stage, **fields}), flush=True)
 
@@ -138,7 +145,7 @@ def report(stage: str, **fields) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "readers")
-    parser.add_argument("--width", type=int, default=256, help="LLM hidden size (Vary-toy: 2048)")
+    parser.add_argument("--width", type=int, default=128, help="LLM hidden size (Vary-toy: 2048)")
     parser.add_argument("--layers", type=int, default=2, help="LLM layers (Vary-toy: 24)")
     parser.add_argument("--steps", type=int, default=150, help="vary train --max-steps")
     parser.add_argument("--save-every", type=int, default=25)
@@ -174,7 +181,7 @@ def main() -> None:
            intermediate_size=config.lm.intermediate_size, vocab_size=config.lm.vocab_size,
            clip=NARROW_CLIP.__dict__, sam={k: v for k, v in NARROW_SAM.__dict__.items()})
 
-    tick = time.perf_counter()
+    tick, cpu_before = time.perf_counter(), children_cpu()
     vary("train", "--sft", str(out / "data" / "data.jsonl"), "--model", str(noise), "--out", str(out / "runs"),
          "--lr", str(args.lr), "--max-steps", str(args.steps), "--batch-size", str(n_pages),
          "--save-every", str(args.save_every), "--keep", str(args.steps), "--warmup-ratio", "0",
@@ -182,6 +189,7 @@ def main() -> None:
     train_s = time.perf_counter() - tick
     losses = [json.loads(line) for line in (out / "runs" / "metrics.jsonl").read_text().splitlines()]
     report("train", steps=args.steps, seconds=round(train_s, 1), s_per_step=round(train_s / args.steps, 2),
+           cpu_s=round(children_cpu() - cpu_before, 1),
            loss=[(m["step"], round(m["loss"], 4)) for m in losses if "loss" in m])
 
     scores = {}
@@ -197,9 +205,15 @@ def main() -> None:
     under = min((s for s in scores if s != last), key=lambda s: abs(scores[s]["edit_distance"] - UNDER_TRAINED_TARGET))
     keep_release(out / "runs" / f"checkpoint-{last}", out / "memorized")
     keep_release(out / "runs" / f"checkpoint-{under}", out / "under-trained")
-    summary = {"width": args.width, "layers": args.layers, "train_steps": args.steps, "train_s": round(train_s, 1),
-               "memorized": {"step": last, **scores[last]}, "under-trained": {"step": under, **scores[under]},
-               "pages": n_pages, "total_s": round(time.perf_counter() - started, 1)}
+    for checkpoint in checkpoints:  # each holds its optimizer state too: ~3x the weights
+        shutil.rmtree(checkpoint)
+    noise_score = convert_and_score(noise, read_pdfs, out / "pred" / "noise", gt, args.max_new_tokens, args.batch_size)
+    report("score", step=0, **noise_score)
+    summary = {"width": args.width, "layers": args.layers, "lr": args.lr, "train_steps": args.steps,
+               "train_s": round(train_s, 1), "memorized": {"step": last, **scores[last]},
+               "under-trained": {"step": under, **scores[under]}, "noise": {"step": 0, **noise_score},
+               "pages": n_pages, "total_s": round(time.perf_counter() - started, 1),
+               "cpu_s": round(children_cpu(), 1)}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     report("summary", **summary)
 
