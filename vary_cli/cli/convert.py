@@ -264,7 +264,7 @@ def make_progress(quiet: bool, total_documents: int, plan_line=None):
 
 # convert/stream.py marks its error lines with this markup prefix; the consoles print no markup (the rest of
 # the line is user text), so the label is coloured here and the rest printed as it is.
-_ERROR_PREFIX = "[red]error:[/red] "
+_ERROR_PREFIX = "error: "  # how the library's progress messages mark an error (plain text; coloured here)
 
 
 def _styled(text: str):
