@@ -10,8 +10,9 @@ A test passes as in olmOCR-bench (olmocr/bench/tests.py): the text is normalised
 one space, NFC, curly quotes and dashes to ASCII); "present" passes when rapidfuzz's partial_ratio
 reaches 1 - max_diffs/len(text); "order" passes when `before` is found (within max_diffs edits) at a
 place before a place where `after` is found. The time is per page, from the opened page to its text
-(for pdftotext, the whole process, as a user runs it), the fastest of --repeat runs (the machine is shared;
-vary's first page also loads the hyphen rule's word list, about 0.7 s once a process).
+(for pdftotext, the whole process, as a user runs it), the fastest of --repeat runs, in wall-clock and in
+CPU time (the CPU column holds up on a shared, loaded machine; vary's first page also loads the hyphen
+rule's word list, about 0.7 s once a process).
 
     python bench/bench_pdf_text.py                 # the table for all pages, and for the held-out ones
     python bench/bench_pdf_text.py --show vary     # also each failed test of one extractor
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -83,7 +85,7 @@ def passes(test: dict, text: str) -> bool:
     return bool(before and after and min(before) < max(after))
 
 
-# -- extractors: each takes (path, 0-based page index) and returns (text, seconds) --------------------
+# -- extractors: each takes (path, 0-based page index) and returns (text, wall seconds, CPU seconds) ----
 
 def vary(path: Path, index: int) -> tuple[str, float]:
     import pypdfium2 as pdfium
@@ -92,12 +94,12 @@ def vary(path: Path, index: int) -> tuple[str, float]:
 
     pdf = pdfium.PdfDocument(str(path))
     page = pdf[index]
-    began = time.perf_counter()
+    began, cpu = time.perf_counter(), time.process_time()
     textpage = page.get_textpage()
     text = page_text(page_chars(textpage)).text
-    seconds = time.perf_counter() - began
+    seconds, cpu = time.perf_counter() - began, time.process_time() - cpu
     textpage.close(), page.close(), pdf.close()
-    return text, seconds
+    return text, seconds, cpu
 
 
 def pdfium_raw(path: Path, index: int) -> tuple[str, float]:
@@ -105,19 +107,24 @@ def pdfium_raw(path: Path, index: int) -> tuple[str, float]:
 
     pdf = pdfium.PdfDocument(str(path))
     page = pdf[index]
-    began = time.perf_counter()
+    began, cpu = time.perf_counter(), time.process_time()
     textpage = page.get_textpage()
     text = textpage.get_text_range()
-    seconds = time.perf_counter() - began
+    seconds, cpu = time.perf_counter() - began, time.process_time() - cpu
     textpage.close(), page.close(), pdf.close()
-    return text, seconds
+    return text, seconds, cpu
 
 
 def pdftotext(path: Path, index: int) -> tuple[str, float]:
-    began = time.perf_counter()
+    began, cpu = time.perf_counter(), _children_cpu()
     done = subprocess.run(["pdftotext", "-q", "-enc", "UTF-8", "-f", str(index + 1), "-l", str(index + 1),
                            str(path), "-"], capture_output=True, check=False)
-    return done.stdout.decode("utf-8", "replace"), time.perf_counter() - began
+    return done.stdout.decode("utf-8", "replace"), time.perf_counter() - began, _children_cpu() - cpu
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def pymupdf(path: Path, index: int) -> tuple[str, float]:
@@ -125,11 +132,11 @@ def pymupdf(path: Path, index: int) -> tuple[str, float]:
 
     doc = fitz.open(str(path))
     page = doc[index]
-    began = time.perf_counter()
+    began, cpu = time.perf_counter(), time.process_time()
     text = page.get_text()
-    seconds = time.perf_counter() - began
+    seconds, cpu = time.perf_counter() - began, time.process_time() - cpu
     doc.close()
-    return text, seconds
+    return text, seconds, cpu
 
 
 EXTRACTORS = {"vary": vary, "pdftotext": pdftotext, "pypdfium2-raw": pdfium_raw, "pymupdf": pymupdf}
@@ -188,12 +195,13 @@ def main() -> None:
         if not pages:
             print("no page of the corpus is available: nothing measured")
             return
-        rows = {name: {"all": [0, 0, 0, 0], "held_out": [0, 0, 0, 0], "ms": []} for name in extractors}
+        rows = {name: {"all": [0, 0, 0, 0], "held_out": [0, 0, 0, 0], "ms": [], "cpu": []} for name in extractors}
         for page in pages:
             for name, extract in extractors.items():
                 runs = [extract(paths[page["path"]], page["page"] - 1) for _ in range(max(args.repeat, 1))]
-                text, seconds = runs[0][0], min(s for _, s in runs)
-                rows[name]["ms"].append(1000 * seconds)
+                text = runs[0][0]
+                rows[name]["ms"].append(1000 * min(run[1] for run in runs))
+                rows[name]["cpu"].append(1000 * min(run[2] for run in runs))
                 if args.dump:
                     out = args.dump / name / f"{page['source']}__{page['path'].replace('/', '__')}_p{page['page']}.txt"
                     out.parent.mkdir(parents=True, exist_ok=True)
@@ -213,7 +221,8 @@ def main() -> None:
     for name, row in rows.items():
         a, h = row["all"], row["held_out"]
         print(f"{name:<15}{a[0]:>5}/{a[1]:<4}{a[2]:>4}/{a[3]:<4}{a[0] + a[2]:>5}/{a[1] + a[3]:<4}"
-              f"{h[0] + h[2]:>5}/{h[1] + h[3]:<4}{statistics.median(row['ms']):>11.1f}{max(row['ms']):>8.0f}")
+              f"{h[0] + h[2]:>5}/{h[1] + h[3]:<4}{statistics.median(row['ms']):>11.1f}{max(row['ms']):>8.0f}"
+              f"{statistics.median(row['cpu']):>15.1f}")
 
 
 if __name__ == "__main__":

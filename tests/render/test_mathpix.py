@@ -81,7 +81,8 @@ def test_page_split_into_text_math_and_tables():
     assert page.markdown == ("Costs \\$5 and \\$10, $x$ and $y$ 1 $z$ 2.\n\n$$\nE = mc^2 \\tag{3}\n$$\n\n"
                              "\ue000T0\ue001\n\nResults\n\n`code $x$` and \n\n$$\n\\begin{array}{c} a \\\\ b\\end{array}\n$$")
     [table] = page.tables
-    assert table.spec == "|c|c|" and table.rules == {1} and len(table.rows) == 1
+    assert [c.left + c.align for c in table.spec] == ["|c", "|c"] and table.right == "|"
+    assert table.rules == {1} and len(table.rows) == 1
     assert table.rows[0][1].parts[0][1].tex == "b|c"
     assert [m.tex for m in page.math][-1] == r"\begin{array}{c} a \\ b\end{array}"
 

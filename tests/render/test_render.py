@@ -104,7 +104,7 @@ def test_jsonl_has_one_object_per_page_with_fixed_keys():
     records = [json.loads(line) for line in lines[:-1]]
     assert [list(r) for r in records] == [list(JSONL_KEYS)] * 3
     assert records[1] == {"source": "doc.pdf", "page": 2, "text": "", "finish_reason": "error", "tokens": 0,
-                          "seconds": 0.5, "error": "boom"}
+                          "seconds": 0.5, "error": "boom", "forward_passes": 0, "draft_tokens_accepted": 0}
     assert records[2]["page"] is None and records[2]["text"] == "ünï\u2028code"
     assert render_document(results, "jsonl") == out
 
@@ -136,3 +136,13 @@ def test_empty_and_unknown_format():
                                        ("x.txt", "txt"), ("x.jsonl", "jsonl"), ("x.html", "md"), ("noext", "md")])
 def test_format_from_suffix(name, fmt):
     assert format_from_suffix(name) == fmt
+
+
+def test_math_at_the_start_of_a_paragraph_is_math_in_md_and_tex():
+    from vary_cli.render.markdown import parser
+
+    md = render_document([page(1, "$0.25$ 1000\n\n\\(x\\) is 5")], "md")
+    tokens = parser().parse(md)
+    assert [c.content for t in tokens if t.type == "inline" for c in t.children if c.type == "math_inline"] == \
+        ["0.25", "x"]
+    assert "$0.25$ 1000" in body(render_document([page(1, "$0.25$ 1000")], "tex"))

@@ -141,7 +141,7 @@ def run_conversion(loaded, targets: dict[Path, Path | None], *, fmt: str, prompt
         stderr.print(f"{rank}{run.documents} document(s) ({run.skipped} already done), {run.pages} page(s), "
                      f"{run.failed_pages} failed page(s), {run.failed_documents} failed document(s), "
                      f"{run.assembled} output(s) written, {run.pages_per_second:.2f} pages/s, "
-                     f"{run.tokens_per_pass:.2f} tokens per forward pass")
+                     f"{run.tokens_per_pass:.2f} tokens per forward pass" + _glyph_summary(run.reports))
     if failed:
         raise typer.Exit(code=1)
 
@@ -155,9 +155,27 @@ def run_assembly(targets: dict[Path, Path], *, fmt: str, ranges, quiet: bool, fa
     if not quiet or run.owned_pages or run.failed_documents:
         stderr.print(f"{run.assembled} output(s) written, {run.skipped} already done, "
                      f"{run.documents - run.assembled - run.skipped} incomplete ({run.owned_pages} page(s) missing), "
-                     f"{run.failed_documents} failed document(s)")
+                     f"{run.failed_documents} failed document(s)" + _glyph_summary(run.reports))
     if run.owned_pages or run.failed_documents:
         raise typer.Exit(code=1)
+
+
+def _glyph_summary(reports) -> str:
+    """`, N page(s) with characters no installed font has` for the summary line, or nothing."""
+    pages = sum(len(report.missing_glyphs) for report in reports)
+    return f", {pages} page(s) with characters no installed font has" if pages else ""
+
+
+def glyph_warning(report) -> str | None:
+    """One line naming the pages of a tex output whose characters no installed font has, or None."""
+    if not report.missing_glyphs:
+        return None
+    pages = ", ".join(str(page) for page in sorted(report.missing_glyphs))
+    chars = "".join(dict.fromkeys("".join(report.missing_glyphs.values())))
+    shown = chars[:12] + ("…" if len(chars) > 12 else "")
+    codes = " ".join(f"U+{ord(ch):04X}" for ch in chars[:4])
+    return (f"{report.source}: page(s) {pages}: no installed font has {shown} ({codes}); xelatex will leave "
+            "them out (Debian: apt-get install fonts-noto-core)")
 
 
 def make_progress(quiet: bool, total_documents: int, plan_line=None):
@@ -182,6 +200,9 @@ def make_progress(quiet: bool, total_documents: int, plan_line=None):
             stderr.print(_styled(text))
 
         def document_done(self, report) -> None:
+            warning = glyph_warning(report)
+            if warning:  # even with --quiet: the PDF will lack these characters
+                stderr.print(labelled("warning:", "yellow", warning))
             if quiet:
                 return
             where = "stdout" if report.output is None else str(report.output)
@@ -233,7 +254,7 @@ def make_progress(quiet: bool, total_documents: int, plan_line=None):
 
         def document_done(self, report) -> None:
             self.bars.advance(self.documents)
-            if report.failed_pages or report.skipped:
+            if report.failed_pages or report.skipped or report.missing_glyphs:
                 super().document_done(report)
 
     return RichProgress()
@@ -241,7 +262,7 @@ def make_progress(quiet: bool, total_documents: int, plan_line=None):
 
 # convert/stream.py marks its error lines with this markup prefix; the consoles print no markup (the rest of
 # the line is user text), so the label is coloured here and the rest printed as it is.
-_ERROR_PREFIX = "[red]error:[/red] "
+_ERROR_PREFIX = "error: "  # how the library's progress messages mark an error (plain text; coloured here)
 
 
 def _styled(text: str):

@@ -62,6 +62,8 @@ class DocumentReport:
     skipped: bool = False
     error: str | None = None
     results: list[PageResult] = field(default_factory=list)
+    # tex: page -> characters no installed font has (their glyphs will be missing from the PDF)
+    missing_glyphs: dict[int, str] = field(default_factory=dict)
 
 
 def make_engine(loaded: LoadedModel, gen: GenerationConfig, batch_size: int = 1, *, draft: DraftConfig = DRAFT_OFF,

@@ -24,6 +24,7 @@ from ..engine.requests import PageRequest
 from ..errors import InputError, OutputError
 from ..files import atomic_write_text
 from ..models.loaded import LoadedModel
+from .fonts import missing_glyphs_by_page
 from .output import PageStore, is_finished, read_pages, remove_sidecars, settings_fingerprint, source_fingerprint
 from .pipeline import DocumentReport, Progress, make_engine, page_request, page_result, page_settings, render_results
 from .raster import Document, open_document, select_pages
@@ -211,7 +212,7 @@ def _open(source: Path, output: Path | None, pages, recompute: bool, settings: s
             raise
         run.documents -= 1
         run.failed_documents += 1
-        progress.message(f"[red]error:[/red] {' '.join(str(error).split())}")
+        progress.message(f"error: {' '.join(str(error).split())}")
         return None
     doc = _Doc(source, output, document, wanted, fingerprint, report)
     if output is not None and not recompute:
@@ -244,6 +245,7 @@ def _assemble(doc: _Doc, fmt: str, fallback: str | None, settings: str | None, r
             remove_sidecars(doc.output)
     report = doc.report
     report.results = ordered
+    report.missing_glyphs = missing_glyphs_by_page(ordered, fmt)
     report.pages = len(ordered)
     report.failed_pages = sum(r.finish_reason == "error" for r in ordered)
     run.assembled += 1
@@ -272,7 +274,7 @@ def assemble_many(targets: dict[Path, Path], fmt: str, pages: list[tuple[int, in
             written = _assemble(doc, fmt, fallback, None, run, progress, None)
         except OutputError as error:  # stores of different settings, an unwritable output: this one only
             run.failed_documents += 1
-            progress.message(f"[red]error:[/red] {' '.join(str(error).split())}")
+            progress.message(f"error: {' '.join(str(error).split())}")
             continue
         if not written:
             missing = [n for n in doc.wanted if doc.key(n) not in doc.results]

@@ -2,31 +2,38 @@
 
 `render.render_document` calls `render_page` for each page of `--format tex` and `document` once to
 wrap the pages. A page's Markdown (see `mathpix.repair_page`) is parsed with markdown-it-py and the
-dollarmath plugin, and its tokens are mapped: headings -> `\\section*` ... `\\subparagraph*`, lists ->
-itemize/enumerate (at most four deep, as LaTeX allows), bold/italic -> `\\textbf`/`\\emph`, code ->
-`\\texttt`, pipe tables and the model's tabulars -> `tabular` (rebuilt from the parsed cells, with
-`\\multicolumn`/`\\multirow`). Text outside math is escaped (the ten specials, plus `< > |`, which the
-default OT1 font would set as other glyphs); math passes through as repaired.
+dollarmath and footnote plugins (`markdown.parser`), and its tokens are mapped: headings ->
+`\\section*` ... `\\subparagraph*`, lists -> itemize/enumerate (at most four deep, as LaTeX allows),
+bold/italic -> `\\textbf`/`\\emph`, code -> `\\texttt`, footnotes -> `\\footnote`, pipe tables and the
+model's tabulars -> `tabular` or `longtable` (rebuilt from the parsed cells, with `\\multicolumn`/
+`\\multirow`, and set to fit the page by tablelayout.py). Text outside math is escaped (the ten
+specials, plus `< > |`, which the default OT1 font would set as other glyphs); math passes through as
+repaired, its non-ASCII characters set as `\\text`.
 
 The engine is declared on the first line when the text needs one that reads Unicode:
-`% !TEX program = xelatex` (latexmk, TeXstudio, VS Code's LaTeX Workshop read it) with fontspec, and
-xeCJK with Noto Serif CJK when there is CJK text. A glyph missing from the fonts (emoji, Arabic...)
-is a warning in xelatex, never an error. Plain-ASCII documents stay with pdflatex. Every control word
-used in math is declared with `\\providecommand`, which leaves defined commands alone and makes an
-unknown one print its name. Unrepairable math is a visible `[UNREPAIRABLE_MATH:N]` with the model's
-text in a comment after the paragraph.
+`% !TEX program = xelatex` (latexmk, TeXstudio, VS Code's LaTeX Workshop read it) with fontspec, a
+font per script (scripts.py) and xeCJK with Noto Serif CJK when there is Chinese or Japanese text. A
+glyph missing from the fonts is a warning in xelatex, never an error (`vary convert` names such pages,
+see convert/fonts.py). Plain-ASCII documents stay with pdflatex. Every control word used in math is
+declared with `\\providecommand`, which leaves defined commands alone and makes an unknown one print its
+name. Unrepairable math is a visible `[UNREPAIRABLE_MATH:N]` with the model's text in a comment after
+the paragraph.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass, field
 
-from markdown_it import MarkdownIt
 from markdown_it.token import Token
-from mdit_py_plugins.dollarmath import dollarmath_plugin
 
-from .mathpix import PLACEHOLDER, Cell, RepairedPage, Table
+from .markdown import parser
+from .mathpix import PLACEHOLDER, RepairedPage
+from .tablelayout import BREAK, latex_table
+from . import scripts
+from .scripts import actual_text, needs_fallback, runs
+from .tables import Cell, Column, Table
 from .texmath import UnrepairableMath, repair_math
 
 _ESCAPES = {"\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "$": r"\$", "&": r"\&", "#": r"\#",
@@ -36,12 +43,51 @@ _SPECIAL = re.compile(r"[\\{}$&#%_^~<>|]")
 _HEADINGS = {"h1": "section", "h2": "subsection", "h3": "subsubsection", "h4": "paragraph",
              "h5": "subparagraph", "h6": "subparagraph"}
 MAX_LIST_DEPTH = 4  # itemize/enumerate nest four deep; quote is a list too (six in all)
-_CJK = re.compile("[\u2e80-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef\U00020000-\U0002fa1f]")
 
 
 def escape(text: str) -> str:
-    """Plain text as LaTeX source that prints it (the ten specials and `< > |`)."""
+    """Plain text as LaTeX source that prints it (the ten specials and `< > |`), each script in its font
+    (`\\varyfont<Script>`, right-to-left ones between `\\beginR`/`\\endR`) and rare symbols through
+    `\\varychar` (see scripts.py). Accents written apart are joined to their letters first (NFC)."""
+    parts = []
+    for piece, script in runs(unicodedata.normalize("NFC", text)):
+        if script is None:
+            parts.append("".join(_outside_scripts(ch) for ch in _escape(piece)))
+            continue
+        if script.reorders:  # each word carries its text in logical order, for copy and search
+            escaped = "".join(word if not word or word.isspace() else
+                              f"\\BeginAccSupp{{method=hex,unicode,ActualText={actual_text(word)}}}"
+                              f"{_escape_in_script(word)}\\EndAccSupp{{}}" for word in re.split(r"(\s+)", piece))
+        else:
+            escaped = _escape_in_script(piece)
+        rtl = ("\\beginR", "\\endR") if script.rtl else ("", "")
+        parts.append(f"{{\\varyfont{script.name}{rtl[0]}{{}}{escaped}{rtl[1]}}}")
+    return "".join(parts)
+
+
+def _outside_scripts(char: str) -> str:
+    if char == "\u00ad":
+        return "\\-"  # a soft hyphen is where a word may break
+    if unicodedata.category(char) == "Cf":
+        return ""  # marks that draw nothing (zero-width space, direction marks) have no glyph to miss
+    return f"\\varychar{{{char}}}" if needs_fallback(char) else char
+
+
+def _escape(text: str) -> str:
     return _SPECIAL.sub(lambda m: _ESCAPES[m.group()], text)
+
+
+def _escape_in_script(text: str) -> str:
+    """A script run's text: its digits and punctuation through `\\varychar`, for script fonts may lack
+    them (Noto Serif Hebrew has no full stop)."""
+    return "".join(_ESCAPES[ch] if ch in _ESCAPES else f"\\varychar{{{ch}}}" if ch.isascii() and not ch.isspace()
+                   and not ch.isalpha() else ch for ch in text)
+
+
+def math_text(tex: str) -> str:
+    """Repaired math with its non-ASCII characters set as text (`\\text{...}`), where the script fonts
+    and xeCJK reach them: the math fonts have Latin and Greek letters only as commands."""
+    return re.sub(r"[^\x00-\x7f]+", lambda m: "\\text{" + escape(m.group()) + "}", tex)
 
 
 def comment(text: str) -> str:
@@ -60,7 +106,7 @@ class TexPage:
 def render_page(page: RepairedPage) -> TexPage:
     """The page body in LaTeX; see the module docstring."""
     writer = _Writer(page)
-    tokens = _parser().parse(page.markdown)
+    tokens = writer.footnotes(parser().parse(page.markdown))
     writer.blocks(tokens)
     writer.flush_comments()
     return TexPage(body=re.sub(r"\n{3,}", "\n\n", "".join(writer.out)).strip(), commands=writer.commands)
@@ -73,25 +119,32 @@ def document(bodies: list[str], commands: set[str]) -> str:
     lines = []
     if unicode:
         lines.append("% !TEX program = xelatex")
+    used = set(re.findall(r"\\varyfont([A-Za-z]+)", text))
     lines += [r"\documentclass{article}",
               # Written for xelatex, and safe under the engine a plain `latexmk` may pick instead: lualatex
               # gets fontspec only where luaotfload is installed; under pdflatex a character it cannot set
               # prints as `?` with a warning instead of an error.
               r"\ifdefined\XeTeXversion",
-              r"\usepackage{fontspec}"]
-    if _CJK.search(text):
-        # xeCJK breaks lines between CJK characters and switches to a CJK font (Debian fonts-noto-cjk).
-        lines.append(r"\IfFileExists{xeCJK.sty}{\usepackage{xeCJK}\IfFontExistsTF{Noto Serif CJK SC}"
-                     r"{\setCJKmainfont{Noto Serif CJK SC}}{}}{}")
+              r"\usepackage{fontspec}\TeXXeTstate=1"]
+    lines += scripts.preamble(used, symbols="\\varychar" in text)
+    if scripts.CJK.search(text):
+        # xeCJK breaks lines between CJK characters and switches to a CJK font (Debian fonts-noto-cjk);
+        # CJKspace keeps the spaces the text has between CJK words (Korean has them).
+        lines.append(r"\IfFileExists{xeCJK.sty}{\usepackage{xeCJK}\xeCJKsetup{CJKspace=true}" + scripts.HANGUL_CLASS +
+                     r"\IfFontExistsTF{Noto Serif CJK SC}{\setCJKmainfont{Noto Serif CJK SC}}{}}{}")
     lines += [r"\else\ifdefined\directlua",
               r"\IfFileExists{luaotfload-main.lua}{\usepackage{fontspec}}{}",
               r"\else",
               r"\usepackage[T1]{fontenc}\IfFileExists{lmodern.sty}{\usepackage{lmodern}}{}",
               r"\makeatletter\def\UTFviii@undefined@err#1{?\@latex@warning{Unicode character not set up"
               r" for pdflatex; compile with xelatex}}\makeatother",
-              r"\fi\fi",
+              r"\fi"]
+    lines += scripts.fallback_preamble(used) + [r"\let\beginR\relax\let\endR\relax", r"\fi"]
+    lines += [
               r"\usepackage{amsmath,amssymb}", r"\usepackage{graphicx}", r"\usepackage{booktabs}",
+              r"\usepackage{array,longtable}",
               r"\IfFileExists{multirow.sty}{\usepackage{multirow}}{\providecommand{\multirow}[3]{##3}}"]
+    lines += _FIT_TABLE
     lines += [
         r"\setcounter{MaxMatrixCols}{100}",
         # amsmath's nested accents (\hat{\hat{a}\bar{b}}) read these before they are set.
@@ -104,30 +157,26 @@ def document(bodies: list[str], commands: set[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _parser() -> MarkdownIt:
-    md = MarkdownIt("commonmark").enable(["table", "strikethrough"])
-    return md.use(dollarmath_plugin, allow_space=False, allow_digits=False)
+# A table in `varyfit` is measured: wider than the line it is shrunk to the line, or, wider than 1.5 lines
+# and lower than the line is wide, turned a quarter (landscape); then taller than the page, shrunk to it.
+_FIT_TABLE = [
+    r"\newsavebox\varyfitbox\newlength\varyfitheight\newif\ifvaryturn",
+    r"\newenvironment{varyfit}{\begin{lrbox}{\varyfitbox}}{\end{lrbox}\varyfitplace}",
+    r"\newcommand\varyfitplace{\varyturnfalse\setlength\varyfitheight{\ht\varyfitbox}"
+    r"\addtolength\varyfitheight{\dp\varyfitbox}"
+    r"\ifdim\wd\varyfitbox>1.5\linewidth\ifdim\varyfitheight<\linewidth\varyturntrue\fi\fi"
+    r"\ifvaryturn\sbox\varyfitbox{\rotatebox{90}{\usebox\varyfitbox}}"
+    r"\else\ifdim\wd\varyfitbox>\linewidth\sbox\varyfitbox{\resizebox{\linewidth}{!}{\usebox\varyfitbox}}\fi\fi"
+    r"\setlength\varyfitheight{\ht\varyfitbox}\addtolength\varyfitheight{\dp\varyfitbox}"
+    r"\ifdim\varyfitheight>\textheight\resizebox*{!}{\textheight}{\usebox\varyfitbox}\else\usebox\varyfitbox\fi}",
+]
 
 
 def table_latex(table: Table, marker: str) -> str:
-    """A tabular rebuilt from parsed cells: spec wide enough, spans as \\multicolumn/\\multirow, rules kept."""
-    if not table.rows:
+    """A table rebuilt from parsed cells (see tablelayout.py for widths, wrapping and shrinking)."""
+    if not table.columns:
         return ""
-    lines = [r"\begin{center}", f"\\begin{{tabular}}{{{table.spec}}}"]
-    for k, row in enumerate(table.rows):
-        if k in table.rules:
-            lines.append(r"\hline")
-        lines.append(_row(_cell_latex(cell, marker) for cell in row))
-    if len(table.rows) in table.rules:
-        lines.append(r"\hline")
-    lines += [r"\end{tabular}", r"\end{center}"]
-    return "\n".join(lines)
-
-
-def _row(cells) -> str:
-    text = " & ".join(cells)
-    # A row that starts with `[` after the previous row's `\\` would be read as its `[length]` argument.
-    return ("{}" if text.startswith("[") else "") + text + r" \\"
+    return latex_table(table, [[_cell_latex(cell, marker) for cell in row] for row in table.rows])
 
 
 def _cell_latex(cell: Cell, marker: str) -> str:
@@ -136,15 +185,16 @@ def _cell_latex(cell: Cell, marker: str) -> str:
         if kind == "text":
             parts.append(escape(str(value)))
         elif kind == "math":
-            parts.append(f"${value.tex}$")  # type: ignore[union-attr]
+            parts.append(f"${math_text(value.tex)}$")  # type: ignore[union-attr]
+        elif kind == "break":
+            parts.append(BREAK)
+        elif kind == "table":
+            nested: Table = value  # type: ignore[assignment]
+            cells = [[_cell_latex(c, marker) for c in row] for row in nested.rows]
+            parts.append(latex_table(nested, cells, nested=True) if nested.columns else "")
         else:
             parts.append(r"\textbf{" + escape(marker) + "}")
-    text = "".join(parts).strip()
-    if cell.rowspan > 1:
-        text = f"\\multirow{{{cell.rowspan}}}{{*}}{{{text}}}"
-    if cell.colspan > 1:
-        text = f"\\multicolumn{{{cell.colspan}}}{{c}}{{{text}}}"
-    return text
+    return re.sub(f"\\s*{BREAK}\\s*", BREAK, "".join(parts)).strip(BREAK + " \n")
 
 
 class _Writer:
@@ -157,6 +207,22 @@ class _Writer:
         self.lists: list[str] = []  # open list environments, outermost first
         self.skipped = 0  # lists nested too deep to open
         self.commands: set[str] = set(page.commands)
+        self.notes: dict[int, str] = {}  # footnote id -> its text in LaTeX
+
+    def footnotes(self, tokens: list[Token]) -> list[Token]:
+        """Render the footnotes' texts (for `\\footnote{}` at their references); the tokens without them."""
+        kept, note = [], None
+        for token in tokens:
+            if token.type == "footnote_open":
+                note = token.meta["id"]
+                self.notes[note] = ""
+            elif token.type == "footnote_close":
+                note = None
+            elif note is not None and token.type == "inline":
+                self.notes[note] += (" " if self.notes[note] else "") + self.inline(token.children or [])
+            elif note is None and not token.type.startswith("footnote_block"):
+                kept.append(token)
+        return kept
 
     def flush_comments(self) -> None:
         if self.pending:
@@ -217,17 +283,23 @@ class _Writer:
             i += 1
 
     def pipe_table(self, tokens: list[Token]) -> str:
-        rows: list[list[str]] = []
+        """A GFM pipe table: its first row is the header, ruled off as booktabs would; widths as any table."""
+        rows: list[list[Cell]] = []
+        texts: list[list[str]] = []
+        aligns: list[str] = []
         for token in tokens:
             if token.type == "tr_open":
                 rows.append([])
+                texts.append([])
+            elif token.type in ("th_open", "td_open") and len(rows) == 1:
+                style = str(token.attrs.get("style", ""))
+                aligns.append({"center": "c", "right": "r"}.get(style.rpartition(":")[2], "l"))
             elif token.type == "inline" and rows:
-                rows[-1].append(self.inline(token.children or []))
-        width = max((len(row) for row in rows), default=1)
-        lines = [r"\begin{center}", f"\\begin{{tabular}}{{{'l' * width}}}", r"\hline"]
-        lines += [_row(row) + ("\n\\hline" if k == 0 else "") for k, row in enumerate(rows)]
-        lines += [r"\hline", r"\end{tabular}", r"\end{center}"]
-        return "\n".join(lines)
+                rows[-1].append(Cell(parts=[("text", token.content)]))  # for the width estimate
+                texts[-1].append(self.inline(token.children or []))
+        table = Table(rows=rows, spec=[Column(align) for align in aligns], rules={0, 1, len(rows)})
+        table.spec += [Column() for _ in range(table.columns - len(table.spec))]
+        return latex_table(table, texts)
 
     def inline(self, tokens: list[Token]) -> str:
         parts = []
@@ -245,8 +317,12 @@ class _Writer:
                 parts.append("}")
             elif kind == "code_inline":
                 parts.append(r"\texttt{" + escape(token.content) + "}")
-            elif kind in ("softbreak", "hardbreak"):
+            elif kind == "softbreak":
                 parts.append("\n")
+            elif kind == "hardbreak":  # \leavevmode: `\\` with no line begun is an error; {}: `\\[x]` reads a length
+                parts.append("\\leavevmode\\\\{}\n")
+            elif kind == "footnote_ref":
+                parts.append("\\protect\\footnote{" + self.notes.get(token.meta["id"], "") + "}")
             elif kind == "html_inline":
                 parts.append(escape(token.content))
             elif kind == "image":
@@ -264,7 +340,8 @@ class _Writer:
         self.commands |= repaired.commands
         if not repaired.tex:
             return ""
-        return f"\\[\n{repaired.tex}\n\\]" if display else f"${repaired.tex}$"
+        tex = math_text(repaired.tex)
+        return f"\\[\n{tex}\n\\]" if display else f"${tex}$"
 
     def text(self, text: str) -> str:
         """Escaped text with the tables and unrepairable-math markers in place of their placeholders."""

@@ -11,15 +11,25 @@ unrepairable-math markers in place of their placeholders:
   non-empty cell's content sits between blank lines so GitHub and markdown-it parse its math;
 - unrepairable math becomes `[UNREPAIRABLE_MATH:N]` followed by the model's text in a code span.
 
-The output parses with markdown-it + dollarmath (tests/convert/test_documents.py checks that every
-math span and table survives).
+The output parses with markdown-it + dollarmath (tests/render/test_documents.py checks that every
+math span and table survives). `parser()` is that reader, the one the LaTeX writer uses too, with a
+work-around for dollarmath reading `$x$` at the very start of a paragraph: its digit check reads the
+character before the `$` as `src[pos - 1]`, which at position 0 is the paragraph's *last* character, so
+`$0.25$ 1000` stayed text (mdit-py-plugins 0.4-0.7, `math_inline_dollar`).
 """
 
 from __future__ import annotations
 
 import re
 
-from .mathpix import PLACEHOLDER, BrokenMath, Cell, RepairedPage, Table
+from markdown_it import MarkdownIt
+from markdown_it.rules_inline import StateInline
+from mdit_py_plugins.dollarmath import dollarmath_plugin
+from mdit_py_plugins.dollarmath.index import math_inline_dollar
+from mdit_py_plugins.footnote import footnote_plugin
+
+from .mathpix import PLACEHOLDER, BrokenMath, RepairedPage
+from .tables import Cell, Table
 
 
 def render_page(page: RepairedPage) -> str:
@@ -31,6 +41,30 @@ def render_page(page: RepairedPage) -> str:
         return broken_markdown(page.broken[index], page.marker)
 
     return PLACEHOLDER.sub(substitute, page.markdown)
+
+
+def parser() -> MarkdownIt:
+    """CommonMark + GFM tables and footnotes + dollarmath (`$` not before a space or after a digit), as our
+    Markdown is read."""
+    md = MarkdownIt("commonmark").enable(["table", "strikethrough"]).use(footnote_plugin)
+    md.use(dollarmath_plugin, allow_space=False, allow_digits=False)
+    md.inline.ruler.at("math_inline", _from_the_start(math_inline_dollar(allow_space=False, allow_digits=False)))
+    return md
+
+
+def _from_the_start(rule):
+    """The dollarmath rule, run at position 0 on the text with a space before it (see the module docstring)."""
+    def wrapped(state: StateInline, silent: bool) -> bool:
+        if state.pos != 0:
+            return rule(state, silent)
+        src, pos_max = state.src, state.posMax
+        state.src, state.pos, state.posMax = " " + src, 1, pos_max + 1
+        try:
+            return rule(state, silent)
+        finally:
+            state.src, state.posMax = src, pos_max
+            state.pos -= 1
+    return wrapped
 
 
 def escape_text(text: str) -> str:
@@ -103,7 +137,14 @@ def _cell_markdown(cell: Cell, marker: str, in_pipe_table: bool) -> str:
             if in_pipe_table:
                 tex = tex.replace("\\|", "\\Vert ").replace("|", "\\vert ")
             parts.append(f" ${tex.strip()}$ ")
+        elif kind == "break":
+            parts.append(" <br> ")  # GFM keeps a cell on one line; `<br>` breaks it where it is shown
+        elif kind == "table":  # a nested tabular: one line per row
+            rows = [" ".join(_cell_markdown(c, marker, in_pipe_table) for c in row)
+                    for row in value.rows]  # type: ignore[union-attr]
+            parts.append(" " + " <br> ".join(row for row in rows if row.strip()) + " ")
         else:
             raw = " ".join(str(value).split())
             parts.append(f"{marker} `{raw.replace('`', '')}`")
-    return re.sub(r"\s+", " ", "".join(parts)).strip()
+    text = re.sub(r"\s+", " ", "".join(parts)).strip()
+    return re.sub(r"^(<br> ?)+|( ?<br>)+$", "", text)

@@ -7,9 +7,9 @@ tables:
 - math: `\\( \\)` and `$ $` inline; `\\[ \\]`, `$$ $$` and math environments (`equation`, `align`,
   `array`, ...) displayed. Each span is repaired by `texmath.repair_math`; a delimiter the model never
   closed ends at the next blank line. What cannot be repaired becomes a `[UNREPAIRABLE_MATH:N]` marker.
-- tables: `\\begin{tabular}` (an unclosed one runs to the end of the page) is parsed into rows and
-  cells with their `\\multicolumn`/`\\multirow` spans, the `table` float around it dropped and its
-  `\\caption` kept as text.
+- tables: `\\begin{tabular}`, `tabularx`, `longtable` (an unclosed one runs to the end of the page) and
+  olmOCR's HTML `<table>`s are parsed by tables.py into rows and cells with their spans and column
+  widths, the `table` float around them dropped and its `\\caption` kept as text.
 - nougat's `markdown_compatible` fixes: an equation number beside a display, `(1) \\[x\\]` or
   `\\[x\\] (1)`, becomes `\\tag{1}`; `\\mbox{\\boldmath$x$}` becomes `\\mathbf{x}` (`\\bm` is renamed
   in texmath).
@@ -25,7 +25,9 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 
-from .texmath import MathRepair, UnrepairableMath, _column_spec, repair_math
+from .tables import Table, braced, parse_html_table, parse_tabular
+from .texmath import MathRepair, UnrepairableMath, repair_math
+from .textmode import COMMANDS, markdown_text, reference, unicode_text
 
 UNREPAIRABLE_MARKER = "[UNREPAIRABLE_MATH:{page}]"
 # Placeholders in RepairedPage.markdown: private-use characters the model text is cleaned of.
@@ -35,40 +37,11 @@ DISPLAY_ENVS = {"equation", "equation*", "align", "align*", "gather", "gather*",
                 "eqnarray", "eqnarray*", "displaymath", "flalign", "flalign*", "alignat", "alignat*",
                 "array", "matrix", "pmatrix", "bmatrix", "Bmatrix", "vmatrix", "Vmatrix", "cases", "aligned",
                 "gathered", "split", "subequations"}
-_OPENER = re.compile(r"\\begin\{(tabular\*?)\}|\\begin\{([A-Za-z]+\*?)\}|(\\\\)|^ {0,3}(`{3,}|~{3,})|\\\(|\\\[|"
-                     r"(?<!\\)\$\$|(?<!\\)\$|(`+)", re.M)
-_RULE = re.compile(r"\\(?:hline|toprule|midrule|bottomrule|cline\s*\{[^{}]*\}|cmidrule(?:\([^()]*\))?\s*\{[^{}]*\})")
+_OPENER = re.compile(r"\\begin\{(tabular\*?|tabularx|longtable)\}|\\begin\{([A-Za-z]+\*?)\}|"
+                     r"(\\\\)(?:\[\s*-?\d*\.?\d+\s*[a-z]{2}\s*\])?|^ {0,3}(`{3,}|~{3,})|\\\(|\\\[|"
+                     r"(?<!\\)\$\$|(?<!\\)\$|(`+)|(<table\b[^<>]*>)|"
+                     r"\\(?!begin\b|end\b|[vuHckrdbt]\{)([A-Za-z]+)\*?\s*(?:\[[^\]\n]*\]\s*)?(?=\{)", re.M)
 _EQUATION_NUMBER = r"\(\s*([\d.]+[a-zA-Z]?)\s*\)"
-
-
-@dataclass
-class Cell:
-    """One table cell: its content as ("text", str) / ("math", MathRepair) / ("broken", raw) parts."""
-
-    parts: list[tuple[str, object]]
-    colspan: int = 1
-    rowspan: int = 1
-
-    @property
-    def empty(self) -> bool:
-        return all(kind == "text" and not str(value).strip() for kind, value in self.parts)
-
-
-@dataclass
-class Table:
-    """A tabular: rows of cells as LaTeX writes them (a cell under a \\multirow is an empty cell)."""
-
-    rows: list[list[Cell]]
-    spec: str
-    rules: set[int] = field(default_factory=set)  # a rule is drawn above row i (len(rows): below the last)
-
-    @property
-    def columns(self) -> int:
-        return max((sum(cell.colspan for cell in row) for row in self.rows), default=0)
-
-    @property
-    def spans(self) -> bool:
-        return any(cell.colspan > 1 or cell.rowspan > 1 for row in self.rows for cell in row)
 
 
 @dataclass
@@ -107,48 +80,99 @@ def repair_page(text: str, page: int) -> RepairedPage:
     """Split one page of model text into Markdown, math and tables, repairing each; see the module docstring."""
     result = RepairedPage(page=page, markdown="")
     text = "\n" + _nougat_fixes(clean_text(text))  # every line, the first too, starts after a newline
-    lists: list[str] = []  # itemize/enumerate environments open in the text, outermost first
-    pieces: list[str] = []
+    walk = _Walk(text, result)
     pos = 0
     while True:
         match = _OPENER.search(text, pos)
+        if walk.closers and walk.closers[-1].at <= (match.start() if match else len(text)):
+            pos = walk.close(pos)
+            text = walk.text
+            continue
         if match is None:
             break
+        pos = walk.step(pos, match)
+        text = walk.text
+    walk.emit(text[pos:])
+    notes = "".join(f"\n\n[^{label}]: {note}" for label, note in walk.footnotes)
+    result.markdown = re.sub(r"\\\n(?=[ \t]*(\n|$))", "\n", re.sub(r"\n{3,}", "\n\n", "".join(walk.pieces) + notes))
+    result.markdown = result.markdown.strip("\n")
+    return result
+
+
+@dataclass
+class _Closer:
+    """An open command argument (`\\section*{`, `\\textbf{`, `\\footnote{`): where it ends and what to write there."""
+
+    at: int  # position of its closing brace (the paragraph's end when it has none)
+    kind: tuple
+    mark: int  # index in pieces where its content starts
+    consume: int = 1  # characters to skip at `at` (its brace)
+    suffix: str = ""
+
+
+class _Walk:
+    """The state of `repair_page`'s walk over the page: Markdown pieces so far, open lists and commands."""
+
+    def __init__(self, text: str, result: RepairedPage) -> None:
+        self.text = text
+        self.result = result
+        self.lists: list[str] = []  # itemize/enumerate environments open in the text, outermost first
+        self.pieces: list[str] = []
+        self.closers: list[_Closer] = []
+        self.footnotes: list[tuple[str, str]] = []
+
+    def emit(self, text: str) -> None:
+        line_start = not self.pieces or "".join(self.pieces[-2:]).endswith("\n")  # after a table or display, say
+        self.pieces.append(markdown_text(self.lists, line_start, text))
+
+    def in_heading(self) -> bool:
+        """Inside a heading, emphasis, footnote or link: one line, so display math is set inline there."""
+        return any(closer.kind[0] in ("heading", "footnote", "style", "href") for closer in self.closers)
+
+    def step(self, pos: int, match: re.Match) -> int:
+        """Handle the opener `match` found at or after `pos`; the position to go on from."""
+        text, result, pieces = self.text, self.result, self.pieces
         token = match.group()
-        if match.group(3):  # `\\` (a LaTeX line break): text, or `\\[2pt]` would open math
-            pieces.append(_markdown_text(lists, pieces, text[pos:match.end()]))
-            pos = match.end()
-            continue
+        if match.group(3):  # `\\` (a LaTeX line break): a hard break in Markdown, a space in a heading
+            self.emit(text[pos:match.start()].rstrip(" \t"))
+            pieces.append(" " if self.in_heading() else "\\\n")
+            return match.end()
+        if match.group(7):
+            return self.command(pos, match)
         if match.group(4):  # a code fence: verbatim to its closing fence, escaped when there is none
             fence = match.group(4)
-            close = re.compile(f"^ {{0,3}}{re.escape(fence[0])}{{{len(fence)},}}[ \t]*$", re.M).search(text, match.end())
+            close = re.compile(f"^ {{0,3}}{re.escape(fence[0])}{{{len(fence)},}}[ \t]*$", re.M)
+            close = close.search(text, match.end())
             code = text[match.start():close.end()] if close else match.group().replace(fence, "\\" + fence, 1)
-            pieces.append(_markdown_text(lists, pieces, text[pos:match.start()]) + code)
-            pos = close.end() if close else match.end()
-            continue
+            self.emit(text[pos:match.start()])
+            pieces[-1] += code
+            return close.end() if close else match.end()
         if match.group(5):  # a Markdown code span: kept as it is, `$` and all
-            close = re.compile(f"(?<!`){re.escape(token)}(?!`)").search(text, match.end(), _paragraph_end(text, match.end()))
+            close = re.compile(f"(?<!`){re.escape(token)}(?!`)")
+            close = close.search(text, match.end(), _paragraph_end(text, match.end()))
             if len(token) >= 3:  # ``` inside a line: escaped, for our line breaks could make it a fence
                 close = None
             # A run that closes nowhere is escaped, or Markdown would pair it with a backtick in later math.
             code = text[match.start():close.end()] if close else "\\`" * len(token)
-            pieces.append(_markdown_text(lists, pieces, text[pos:match.start()]) + code)
-            pos = close.end() if close else match.end()
-            continue
-        if match.group(2) and match.group(2) not in DISPLAY_ENVS:  # itemize, abstract...: left as text
-            pieces.append(_markdown_text(lists, pieces, text[pos:match.end()]))
-            pos = match.end()
-            continue
+            self.emit(text[pos:match.start()])
+            pieces[-1] += code
+            return close.end() if close else match.end()
+        if match.group(2) and match.group(2) not in DISPLAY_ENVS:  # itemize, center...: text (textmode.py)
+            self.emit(text[pos:match.end()])
+            return match.end()
         end, body_start, body_end = _span_end(text, match)
         if end is None:  # a `$` or `$$` that closes nowhere is a literal dollar
-            pieces.append(_markdown_text(lists, pieces, text[pos:match.end()]))
-            pos = match.end()
-            continue
-        pieces.append(_markdown_text(lists, pieces, text[pos:match.start()]))
+            self.emit(text[pos:match.end()])
+            return match.end()
+        self.emit(text[pos:match.start()])
         if pieces[-1][-1:].isdigit() and token in ("\\(", "$"):
             pieces.append(" ")  # GitHub does not take `1$x$` as math
-        if match.group(1):
-            result.tables.append(parse_tabular(text[body_start:body_end], result))
+        if match.group(1) or match.group(6):
+            body = text[body_start:body_end]
+            if match.group(1) in ("tabularx", "tabular*"):
+                body = body[braced(body, 0)[1]:]  # the table's width: ours is the line's
+            table = parse_tabular(body, result.commands) if match.group(1) else parse_html_table(body, result.commands)
+            result.tables.append(table)
             pieces.append(f"\n\n\ue000T{len(result.tables) - 1}\ue001\n\n")
         else:
             display = token not in ("\\(", "$")
@@ -158,13 +182,87 @@ def repair_page(text: str, page: int) -> RepairedPage:
             paragraph = "".join(pieces[-8:]).rsplit("\n\n", 1)[-1]
             row = paragraph.rsplit("\n", 1)[-1].lstrip().startswith("|") or \
                 re.search(r"^ {0,3}\|?\s*:?-+:?\s*\|[-:|\s]*$", paragraph, re.M) is not None
-            pieces.append(_math_markdown(body, display, result, in_table_row=row))
-        pos = end
-        if text[pos:pos + 1].isdigit() and token in ("\\(", "$"):
+            pieces.append(_math_markdown(body, display and not self.in_heading(), result, in_table_row=row))
+        if text[end:end + 1].isdigit() and token in ("\\(", "$"):
             pieces.append(" ")  # nor `$x$2`
-    pieces.append(_markdown_text(lists, pieces, text[pos:]))
-    result.markdown = re.sub(r"\n{3,}", "\n\n", "".join(pieces)).strip("\n")
-    return result
+        return end
+
+    def command(self, pos: int, match: re.Match) -> int:
+        """`\\name{...}` in text (textmode.COMMANDS): what its argument becomes, and where the walk goes on."""
+        text, pieces = self.text, self.pieces
+        kind = COMMANDS.get(match.group(7), ("keep",))
+        brace = match.end() + text[match.end():].index("{")
+        close = _closing_brace(text, brace)
+        self.emit(text[pos:match.start()])
+        if kind[0] in ("drop", "ref", "url"):
+            body = text[brace + 1:close if close is not None else brace + 1]
+            end = close + 1 if close is not None else brace + 1
+            if kind[0] == "ref":
+                pieces.append(reference(kind[1], body))
+            elif kind[0] == "url":
+                url = " ".join(body.split())
+                pieces.append(f"<{url}>" if re.fullmatch(r"[A-Za-z][\w+.-]*:[^\s<>]*", url) else unicode_text(url))
+            return end
+        at, consume = (close, 1) if close is not None else (_paragraph_end(text, brace), 0)
+        closer = _Closer(at=at, kind=kind, mark=len(pieces), consume=consume)
+        if kind[0] == "heading":
+            # A Markdown heading is one line: the argument's line breaks become spaces (same length).
+            self.text = text = text[:brace] + text[brace:at].replace("\n", " ") + text[at:]
+            pieces.append(f"\n\n{'#' * kind[1]} ")
+            closer.suffix = "\n\n"
+        elif kind[0] == "block":
+            pieces.append("\n\n")
+            closer.suffix = "\n\n"
+        elif kind[0] == "style":
+            pieces.append(kind[1])
+            closer.suffix = kind[1]
+        elif kind[0] == "href":
+            url = " ".join(text[brace + 1:at].split())
+            second = re.compile(r"\s*\{").match(text, at + consume)
+            if second is None or close is None:
+                pieces.append(unicode_text(url))
+                return at + consume
+            closer.suffix = f"]({url.replace(')', '%29').replace(' ', '%20')})"
+            pieces.append("[")
+            brace = second.end() - 1
+            second_close = _closing_brace(text, brace)
+            closer.at, closer.consume = (second_close, 1) if second_close is not None else \
+                (_paragraph_end(text, brace), 0)
+        closer.mark = len(pieces)  # the content starts after the opening mark
+        self.closers.append(closer)
+        return brace + 1
+
+    def close(self, pos: int) -> int:
+        """Write the end of the innermost open command (see `command`); the position after its brace."""
+        closer = self.closers.pop()
+        if closer.at > pos:
+            self.emit(self.text[pos:closer.at])
+        pieces = self.pieces
+        content = "".join(pieces[closer.mark:])
+        kind = closer.kind[0]
+        # Headings, emphasis, links and footnotes hold one line: around a table or paragraphs they are dropped.
+        blocks = "\ue000T" in content or "\n\n" in content.strip()
+        if kind == "footnote" and not blocks:
+            del pieces[closer.mark:]
+            label = f"p{self.result.page}-{len(self.footnotes) + 1}"
+            note = " ".join(content.split())
+            if note:
+                self.footnotes.append((label, note))
+                pieces.append(f"[^{label}]")
+        elif kind in ("heading", "style", "href") and (blocks or kind == "style" and not content.strip()):
+            pieces[closer.mark - 1] = "\n\n" if kind == "heading" else ""
+            pieces.append("\n\n" if kind == "heading" else "")
+        elif kind == "style":
+            # Emphasis must hug its text: `** a **` is not bold. Spaces move outside the marks.
+            if content[:1].isspace():
+                pieces[closer.mark - 1] = " " + pieces[closer.mark - 1]
+            pieces[closer.mark:] = [content.strip()]
+            pieces.append(closer.suffix + (" " if content[-1:].isspace() else ""))
+        elif kind != "footnote":
+            if kind == "heading":
+                pieces[closer.mark:] = [content.strip()]
+            pieces.append(closer.suffix)
+        return max(pos, closer.at + closer.consume)
 
 
 def _nougat_fixes(text: str) -> str:
@@ -174,14 +272,16 @@ def _nougat_fixes(text: str) -> str:
     text = re.sub(r"^\$\$(.+?)\$\$\s*" + _EQUATION_NUMBER + r"\s*$", r"$$\1 \\tag{\2}$$", text, flags=re.M)
     text = re.sub(r"\\mbox\{ ?\\boldmath\$(.*?)\$\}", r"\\mathbf{\1}", text)
     # The float around a tabular: the tabular and the caption are kept, the float commands are not.
-    text = re.sub(r"\\(?:begin|end)\{table\*?\}(?:\[[a-zA-Z!]*\])?|\\centering\b", "\n", text)
-    return re.sub(r"\\caption\{([^{}]*)\}", r"\n\n\1\n\n", text)
+    return re.sub(r"\\(?:begin|end)\{table\*?\}(?:\[[a-zA-Z!]*\])?|\\centering\b", "\n", text)
 
 
 def _span_end(text: str, match: re.Match) -> tuple[int | None, int, int]:
     """(end of the whole span, start and end of its body); the end is None for a dollar that never closes."""
     token = match.group()
     start = match.end()
+    if match.group(6):
+        close = re.compile(r"</table\s*>", re.I).search(text, start)
+        return (close.end(), start, close.start()) if close else (len(text), start, len(text))
     if match.group(1) or match.group(2):
         name = match.group(1) or match.group(2)
         close = _matching_end(text, start, name)
@@ -222,46 +322,19 @@ def _paragraph_end(text: str, start: int) -> int:
     return found.start() if found else len(text)
 
 
-_STRUCTURE = re.compile(r"\\(title|section|subsection|subsubsection|paragraph)\*?\{([^{}]*)\}|"
-                        r"\\(textbf|textit|emph)\{([^{}]*)\}|\\(begin|end)\{(itemize|enumerate|abstract)\}|"
-                        r"\s*\\item\b(?:\[([^\]]*)\])?\s*")
-_HEADING = {"title": "#", "section": "##", "subsection": "###", "subsubsection": "####", "paragraph": "#####"}
-
-
-def _markdown_text(lists: list[str], pieces: list[str], text: str) -> str:
-    """Model text outside math as Markdown: Mathpix's LaTeX structure commands (`\\section{}`, `\\textbf{}`,
-    itemize/enumerate, abstract) become their Markdown forms, and a bare `$` is escaped (it would open math)."""
-
-    def structure(found: re.Match) -> str:
-        heading, title, style, body, edge, env, label = found.groups()
-        if heading:
-            return f"\n\n{_HEADING[heading]} {title.strip()}\n\n"
-        if style:
-            mark = "**" if style == "textbf" else "*"
-            return f"{mark}{body.strip()}{mark}" if body.strip() else ""
-        if env == "abstract":
-            return "\n\n## Abstract\n\n" if edge == "begin" else "\n\n"
-        if edge == "begin":
-            lists.append(env)
-            return "\n\n"
-        if edge == "end":
-            if env in lists:
-                del lists[len(lists) - 1 - lists[::-1].index(env):]
-            return "\n\n"
-        # \item: a list marker indented under the markers of the lists around it
-        indent = sum(3 if kind == "enumerate" else 2 for kind in lists[:-1])
-        marker = "1. " if lists and lists[-1] == "enumerate" else "- "
-        return "\n" + " " * indent + marker + (f"**{label}** " if label else "")
-
-    line_start = not pieces or "".join(pieces[-2:]).endswith("\n")  # after a table or display, say
-    text = ("\n" if line_start else "") + _STRUCTURE.sub(structure, text)
-    # Lines Markdown would read as an indented code block or an HTML block would swallow the math that
-    # follows them: indentation of four or more becomes three (list items keep theirs; three still continues
-    # a list item's paragraph) and a leading `<` is escaped.
-    text = re.sub(r"\n[ \t]+(?![ \t]|[-*+][ \t]|\d{1,9}[.)][ \t])",
-                  lambda m: m.group() if len(m.group().expandtabs(4)) <= 4 else "\n   ", text)
-    text = re.sub(r"(\n {0,3})<", r"\1\\<", text)
-    return re.sub(r"(?<!\\)\$", r"\\$", text[1:] if line_start else text)
+def _closing_brace(text: str, brace: int) -> int | None:
+    """The position of the `}` that closes the `{` at `brace` (escaped braces skipped), or None."""
+    depth, i = 0, brace
+    while i < len(text):
+        char = text[i]
+        if char == "\\":
+            i += 2
+            continue
+        depth += {"{": 1, "}": -1}.get(char, 0)
+        if depth == 0:
+            return i
+        i += 1
+    return None
 
 
 def _math_markdown(body: str, display: bool, result: RepairedPage, in_table_row: bool = False) -> str:
@@ -280,121 +353,3 @@ def _math_markdown(body: str, display: bool, result: RepairedPage, in_table_row:
     if display:
         return f"\n\n$$\n{repaired.tex}\n$$\n\n"
     return "$" + repaired.tex.replace("\n", " ") + "$"
-
-
-def parse_tabular(source: str, result: RepairedPage) -> Table:
-    """Rows and cells of a tabular body (starting at its column spec), with spans and rules."""
-    pos = re.compile(r"\s*(\[[a-z]*\])?").match(source).end()  # \begin{tabular}[t]{..}
-    spec, pos = _braced(source, pos)
-    rows: list[list[Cell]] = []
-    rules: set[int] = set()
-    for raw_row in _split_top(source[pos:], "\\\\"):
-        raw_row = re.sub(r"^\s*\[[^\]]*\]", "", raw_row)  # `\\[2pt]`
-        if _RULE.search(raw_row):
-            rules.add(len(rows))
-            raw_row = _RULE.sub(" ", raw_row)
-        if not raw_row.strip():
-            continue
-        rows.append([_parse_cell(raw, result) for raw in _split_top(raw_row, "&")])
-    table = Table(rows=rows, spec="", rules=rules)
-    table.spec = _column_spec(spec, table.columns)
-    return table
-
-
-def _split_top(text: str, separator: str) -> list[str]:
-    """Split at `separator` outside braces and inline math (`\\&` and `\\\\` inside cells stay)."""
-    parts, depth, math, start, i = [], 0, None, 0, 0
-    while i < len(text):
-        if text.startswith("\\(", i) or text.startswith("\\)", i):
-            math = "(" if text[i + 1] == "(" else None
-            i += 2
-            continue
-        if text.startswith(separator, i) and depth == 0 and math is None:
-            parts.append(text[start:i])
-            i += len(separator)
-            start = i
-            continue
-        char = text[i]
-        if char == "\\":
-            i += 2
-            continue
-        if char == "$":
-            math = None if math == "$" else "$" if math is None else math
-        elif char == "{":
-            depth += 1
-        elif char == "}":
-            depth = max(0, depth - 1)
-        i += 1
-    parts.append(text[start:])
-    return parts
-
-
-def _braced(text: str, pos: int) -> tuple[str | None, int]:
-    """The content of the `{...}` group at `pos` (after spaces), and the position after it."""
-    found = re.compile(r"\s*\{").match(text, pos)
-    if not found:
-        return None, pos
-    depth, i = 1, found.end()
-    while i < len(text) and depth:
-        if text[i] == "\\":
-            i += 2
-            continue
-        depth += {"{": 1, "}": -1}.get(text[i], 0)
-        i += 1
-    return text[found.end():i - 1 if depth == 0 else i], i
-
-
-def _parse_cell(raw: str, result: RepairedPage) -> Cell:
-    colspan = rowspan = 1
-    raw = raw.strip()
-    for _ in range(2):  # \multicolumn{2}{c}{\multirow{3}{*}{x}} and the other way round
-        found = re.match(r"\\multicolumn\s*", raw)
-        if found:
-            count, pos = _braced(raw, found.end())
-            _, pos = _braced(raw, pos)
-            body, _ = _braced(raw, pos)
-            colspan = _count(count)
-            raw = (body or "").strip()
-        found = re.match(r"\\multirow\s*(\[[^\]]*\])?", raw)
-        if found:
-            count, pos = _braced(raw, found.end())
-            pos = re.compile(r"\s*(\[[^\]]*\])?").match(raw, pos).end()
-            _, pos = _braced(raw, pos)
-            pos = re.compile(r"\s*(\[[^\]]*\])?").match(raw, pos).end()
-            body, _ = _braced(raw, pos)
-            rowspan = _count(count)
-            raw = (body or "").strip()
-    return Cell(parts=_cell_parts(raw, result), colspan=colspan, rowspan=rowspan)
-
-
-def _count(text: str | None) -> int:
-    return min(int(text), 100) if text and text.strip().isdigit() and int(text) > 0 else 1
-
-
-def _cell_parts(raw: str, result: RepairedPage) -> list[tuple[str, object]]:
-    """Cell text as parts: inline math repaired, LaTeX text commands reduced to their text."""
-    parts: list[tuple[str, object]] = []
-    pos = 0
-    for found in re.finditer(r"\\\((.*?)(?:\\\)|$)|(?<!\\)\$(.+?)(?<!\\)\$|\\\[(.*?)(?:\\\]|$)", raw, re.S):
-        parts.append(("text", _plain_text(raw[pos:found.start()])))
-        body = next(g for g in found.groups() if g is not None)
-        try:
-            repaired = repair_math(body, display=False)
-            result.commands |= repaired.commands
-            parts.append(("math", repaired) if repaired.tex else ("text", " "))
-        except UnrepairableMath:
-            parts.append(("broken", body))
-        pos = found.end()
-    parts.append(("text", _plain_text(raw[pos:])))
-    return [part for part in parts if part[0] != "text" or part[1]]
-
-
-_TEXT_ESCAPES = {"\\%": "%", "\\&": "&", "\\_": "_", "\\#": "#", "\\$": "$", "\\{": "{", "\\}": "}",
-                 "\\textbackslash": "\\", "\\\\": " ", "~": " ", "\\ ": " ", "\\,": " "}
-
-
-def _plain_text(latex: str) -> str:
-    """LaTeX cell text as plain text: escapes undone, commands (\\textbf, \\makecell...) and braces dropped."""
-    text = re.sub(r"\\textbackslash\b|\\[%&_#${}\\ ,]|~|\\[A-Za-z]+\*?(?:\[[^\]]*\])?|[{}]",
-                  lambda m: _TEXT_ESCAPES.get(m.group(), ""), latex)
-    return re.sub(r"\s+", " ", text)
