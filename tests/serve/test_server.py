@@ -144,7 +144,7 @@ def test_eight_concurrent_clients_share_batches(server, docs, tiny_checkpoint, t
     # Many forward passes held pages of several clients at once (the batch holds 4 rows; how many depends
     # on how fast pages are rendered beside the decoding, on a loaded machine too).
     assert steps > 0 and shared >= steps // 4, (shared, steps)
-    assert after["pages"] - before["pages"] == 24 and after["rows_per_step"] > 1.5
+    assert after["pages"] - before["pages"] == 24
     # The engine's own counters agree: its forward passes averaged well over one row each.
     passes = after["engine"]["forward_passes"] - before["engine"]["forward_passes"]
     rows = after["engine"]["row_passes"] - before["engine"]["row_passes"]
