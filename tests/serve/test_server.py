@@ -9,6 +9,7 @@ requests (an upload over the limit cut off mid-stream, a client gone mid-stream)
 from __future__ import annotations
 
 import json
+import re
 import socket
 import threading
 
@@ -204,8 +205,9 @@ def test_an_upload_over_the_limit_is_cut_off_while_streaming(server, docs):
         except (BrokenPipeError, ConnectionResetError):
             pass
         connection.settimeout(30)
-        try:
-            while b"\r\n\r\n" not in reply:
+        try:  # the whole response: its headers, then content-length bytes of body
+            while b"\r\n\r\n" not in reply or len(reply.split(b"\r\n\r\n", 1)[1]) < int(
+                    re.search(rb"content-length: (\d+)", reply.split(b"\r\n\r\n", 1)[0], re.I).group(1)):
                 more = connection.recv(65536)
                 if not more:
                     break
