@@ -178,3 +178,28 @@ def tiny_opt_checkpoint(tmp_path_factory) -> Path:
     from tiny_opt import make_tiny_checkpoint
 
     return make_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "vary-tiny-tiny")
+
+
+@pytest.fixture(scope="session")
+def got_checkpoints(tmp_path_factory) -> dict[str, Path]:
+    """One tiny seeded GOT-OCR2.0 network in both release layouts: {"hf": DIR, "original": DIR}."""
+    from tiny_got import random_reference, write_hf_release, write_original_release
+
+    root = tmp_path_factory.mktemp("got")
+    hf = write_hf_release(root / "GOT-OCR-2.0-hf", random_reference(seed=0))
+    return {"hf": hf, "original": write_original_release(root / "GOT-OCR2_0", hf)}
+
+
+@pytest.fixture(params=["hf", "original"])
+def got_checkpoint(request, got_checkpoints) -> Path:
+    """Each GOT release layout in turn."""
+    return got_checkpoints[request.param]
+
+
+@pytest.fixture(scope="session")
+def got_reference(got_checkpoints):
+    """transformers' own GotOcr2ForConditionalGeneration (float64) and GotOcr2Processor, from the hf layout."""
+    from transformers import GotOcr2ForConditionalGeneration, GotOcr2Processor
+
+    model = GotOcr2ForConditionalGeneration.from_pretrained(got_checkpoints["hf"], dtype=torch.float64).eval()
+    return model, GotOcr2Processor.from_pretrained(got_checkpoints["hf"])

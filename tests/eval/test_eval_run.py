@@ -169,3 +169,25 @@ def test_a_nougat_document_that_does_not_open_fails_alone(loaded, tmp_path):
     (bench_dir / "broken.mmd").write_text("text")
     outcome = eval_run.run_benchmark(loaded, read_ground_truth(bench_dir), tmp_path / "out", GEN, batch_size=2)
     assert list(outcome.failed) == ["broken"] and set(outcome.predictions) == {"good", "broken"}
+
+
+def test_got_runs_on_the_same_benchmark_layout(got_checkpoints, manifest, tmp_path):
+    """`vary eval run --model GOT`: images get GOT's plain OCR (as `vary ocr` reads them), a PDF page its
+    format OCR through the convert pipeline."""
+    out = tmp_path / "out"
+    args = ["eval", "run", str(manifest), "--model", str(got_checkpoints["original"]), "--out", str(out),
+            "--device", "cpu", "--max-new-tokens", "4", "--batch-size", "2", "--json"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout.strip().splitlines()[-1])["pairs"] == 4
+    predictions = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    got = load_directory(got_checkpoints["original"], torch.device("cpu"), torch.float32)
+    for i in range(3):
+        (expected,) = pipeline.ocr_images(got, [manifest.parent / "img" / f"{i}.png"], "ocr", GEN)
+        assert predictions[i]["answer"] == expected.text.strip()
+    from vary_cli.convert.raster import open_document
+
+    ((_, rendered),) = open_document(manifest.parent / "doc.pdf").iter_pages([2])
+    rendered.save(tmp_path / "doc-2.png")
+    (expected,) = pipeline.ocr_images(got, [tmp_path / "doc-2.png"], "markdown", GEN)  # GOT's format OCR
+    assert predictions[3]["id"] == "doc-2" and predictions[3]["answer"] == expected.text.strip()

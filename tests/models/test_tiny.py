@@ -283,7 +283,7 @@ def test_key_map_at_real_size_on_meta():
 
 def test_one_key_table_serves_both_families():
     families = {family for _, _, fams in KEY_TABLE for family in fams}
-    assert families == {"qwen", "tiny"}
+    assert families == {"qwen", "tiny", "got-hf", "got-original"}
     # Every SAM row loads under each release's prefix and saves under the family's own.
     for prefix in SAM_PREFIXES:
         assert to_ours(f"{prefix}.blocks.3.norm1.weight") == "vision_tower_high.layers.3.layer_norm1.weight"
@@ -291,6 +291,8 @@ def test_one_key_table_serves_both_families():
         "model.vision_tower_2.blocks.3.norm1.weight", None)
     assert to_original("vision_tower_high.layers.3.layer_norm1.weight", "qwen") == (
         "transformer.vision_tower_high.blocks.3.norm1.weight", None)
+    assert to_original("vision_tower_high.layers.3.layer_norm1.weight", "got-original") == (
+        "model.vision_tower_high.blocks.3.norm1.weight", None)
 
 
 def test_key_table_rows_round_trip_in_both_directions():
@@ -298,7 +300,8 @@ def test_key_table_rows_round_trip_in_both_directions():
               "projector": "mm_projector_vary", "buffer": "masked_bias", "qkv": "k"}
     for original, ours, families in KEY_TABLE:
         for family in families:
-            sam = {"qwen": "transformer.vision_tower_high", "tiny": "model.vision_tower_2"}[family]
+            sam = {"qwen": "transformer.vision_tower_high", "tiny": "model.vision_tower_2",
+                   "got-original": "model.vision_tower_high", "got-hf": ""}[family]
             name = original.format(**sample, sam=sam)
             if ours is None:
                 assert to_ours(name) is None

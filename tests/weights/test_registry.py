@@ -34,13 +34,17 @@ def test_shipped_entries() -> None:
     assert all(p.startswith("Vary-tiny/") for p in tiny.allow_patterns)
     base = known["vary-base"]
     assert not base.downloadable and "--model DIR" in base.description
+    got, original = known["got-ocr2"], known["got-ocr2-original"]
+    assert (got.repo, original.repo) == ("stepfun-ai/GOT-OCR-2.0-hf", "stepfun-ai/GOT-OCR2_0")
+    assert got.arch == original.arch == "got-ocr2" and "tokenizer.json" in got.files
+    assert "qwen.tiktoken" in original.files and not any(f.endswith(".py") for f in original.files)  # no remote code
     for entry in known.values():
         assert entry.description and entry.size and entry.license
 
 
 def test_lookup_unknown_lists_known_names() -> None:
     assert registry.lookup("vary-toy").name == "vary-toy"
-    with pytest.raises(WeightsError, match="known: vary-base, vary-tiny, vary-toy"):
+    with pytest.raises(WeightsError, match="known: got-ocr2, got-ocr2-original, vary-base, vary-tiny, vary-toy"):
         registry.lookup("vary-huge")
 
 

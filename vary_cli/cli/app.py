@@ -10,13 +10,13 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
-from .common import (DebugOption, DeviceOption, DraftOption, DtypeOption, MaxTokensOption, ModelOption, PromptOption,
-                     SeedOption, TemperatureOption, TopPOption, draft_config, fail, generation_config, labelled,
-                     load_model, stderr)
+from .common import (CropsOption, DebugOption, DeviceOption, DraftOption, DtypeOption, MaxTokensOption, ModelOption,
+                     PromptOption, SeedOption, TemperatureOption, TopPOption, draft_config, fail, generation_config,
+                     labelled, load_model, page_options, stderr)
 from .convert import convert
 from .eval import eval_app
 from .data import data_app
@@ -47,6 +47,9 @@ def ocr(
     seed: SeedOption = None,
     draft: DraftOption = "auto",
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images decoded together.")] = 1,
+    crops: CropsOption = "off",
+    box: Annotated[Optional[str], typer.Option("--box", help="GOT-OCR2 only: read the region x1,y1,x2,y2 (pixels of the image).")] = None,
+    color: Annotated[Optional[str], typer.Option("--color", help="GOT-OCR2 only: read the text boxed in red, green or blue.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per image on stdout.")] = False,
     debug: DebugOption = False,
 ) -> None:
@@ -54,11 +57,13 @@ def ocr(
     try:
         gen = generation_config(max_new_tokens, temperature, top_p, seed)
         drafting = draft_config(draft)
+        options = page_options(crops, box, color)
         from ..models.preprocess import load_image
 
-        for path in images:  # fail on a bad image before spending time on the model
-            load_image(path).close()
-        loaded = load_model(model, device, dtype)
+        for path in images:  # fail on a bad image (or a box outside it) before spending time on the model
+            with load_image(path) as image:
+                options.check_image(*image.size)
+        loaded = load_model(model, device, dtype).with_options(options)
         from ..convert.pipeline import ocr_images
 
         failed = 0

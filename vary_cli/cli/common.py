@@ -30,6 +30,9 @@ TemperatureOption = Annotated[float, typer.Option(min=0.0, help="0 decodes greed
 TopPOption = Annotated[float, typer.Option("--top-p", help="Nucleus sampling mass (with --temperature > 0).")]
 SeedOption = Annotated[Optional[int], typer.Option(help="Seed for sampling, for reproducible samples.")]
 DebugOption = Annotated[bool, typer.Option("--debug", help="Show full tracebacks instead of one-line errors.")]
+CropsOption = Annotated[str, typer.Option(
+    "--crops", help="GOT-OCR2 only: auto (a large or dense page is cut into up to 12 tiles of 1024x1024 plus the "
+                    "whole page, read as one), N (at most N tiles) or off (default: the whole page as one tile).")]
 DraftOption = Annotated[str, typer.Option(
     "--draft", help="Speculative decoding from the page's own text, the same tokens in fewer forward passes "
                     "(greedy only): auto (the PDF page's text layer where it has one, then the page's own output "
@@ -52,6 +55,27 @@ def fail(error: VaryError, debug: bool) -> NoReturn:
         raise error
     stderr.print(labelled("error:", "red", " ".join(str(error).split())))
     raise typer.Exit(code=error.exit_code)
+
+
+def page_options(crops: str = "off", box: str | None = None, color: str | None = None):
+    """`--crops`, `--box`, `--color` as PageOptions (a malformed value is a usage error, a box with x2 < x1
+    or a colour GOT does not know a one-line error)."""
+    from ..models.loaded import PageOptions
+
+    tiles: str | int = crops
+    if crops not in ("auto", "off"):
+        if not crops.isdigit():
+            raise typer.BadParameter(f"--crops must be auto, off or a number of tiles, not {crops!r}")
+        tiles = int(crops)
+    corners = None
+    if box is not None:
+        try:
+            corners = tuple(float(part) for part in box.split(","))
+        except ValueError:
+            corners = ()
+        if len(corners) != 4:
+            raise typer.BadParameter(f"--box must be four numbers x1,y1,x2,y2 (pixels), not {box!r}")
+    return PageOptions(crops=tiles, box=corners, color=color)
 
 
 def draft_config(mode: str):

@@ -17,9 +17,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import (DebugOption, DeviceOption, DraftOption, DtypeOption, MaxTokensOption, ModelOption, SeedOption,
-                     TemperatureOption, TopPOption, draft_config, fail, generation_config, labelled, load_model,
-                     stderr)
+from .common import (CropsOption, DebugOption, DeviceOption, DraftOption, DtypeOption, MaxTokensOption, ModelOption,
+                     SeedOption, TemperatureOption, TopPOption, draft_config, fail, generation_config, labelled,
+                     load_model, page_options, stderr)
 from ..errors import VaryError
 from ..text.prompts import FORMAT_PROMPTS as DEFAULT_PROMPT  # the prompt each format gets unless --prompt says
 
@@ -47,6 +47,7 @@ def convert(
     fallback: Annotated[Optional[str], typer.Option("--fallback", help="text-layer: write pages the model could not read (error, repetition) from the PDF's own text, marked [TEXT_LAYER_FALLBACK:N]; off by default.")] = None,
     recompute: Annotated[bool, typer.Option("--recompute", help="Convert again even where a finished output exists.")] = False,
     draft: DraftOption = "auto",
+    crops: CropsOption = "off",
     scheduler: Annotated[str, typer.Option(help="continuous: a batch row takes the next page as soon as its page stops; static: each batch decodes until its longest page stops.")] = "continuous",
     shard: Annotated[Optional[str], typer.Option("--shard", help="I/N: convert this process's share (0-based I of N) of the pages; default from torchrun or SLURM.")] = None,
     assemble_only: Annotated[bool, typer.Option("--assemble-only", help="Write the outputs whose pages are all done from their page stores; generate nothing.")] = False,
@@ -69,6 +70,7 @@ def convert(
             raise typer.BadParameter(f"--fallback must be one of {', '.join(FALLBACKS)}, not {fallback!r}")
         gen = generation_config(max_new_tokens, temperature, top_p, seed)
         drafting = draft_config(draft)
+        options = page_options(crops)
         if not repetition_guard:
             gen = gen.with_(repetition_span=0)
         ranges = parse_page_ranges(pages) if pages else None
@@ -89,7 +91,7 @@ def convert(
         share = resolve_shard(shard)
         if scheduler not in ("continuous", "static"):
             raise typer.BadParameter(f"--scheduler must be continuous or static, not {scheduler!r}")
-        loaded = load_model(model, rank_device(device, share), dtype, quiet)
+        loaded = load_model(model, rank_device(device, share), dtype, quiet).with_options(options)
         run_conversion(loaded, targets, fmt=fmt, prompt=prompt or DEFAULT_PROMPT[fmt], gen=gen, ranges=ranges,
                        batch_size=batch_size, recompute=recompute, quiet=quiet, shard=share, scheduler=scheduler,
                        fallback=fallback, draft=drafting)

@@ -61,6 +61,9 @@ def train(
              "SAM ViT-B file (sam_vit_b_01ec64.pth) for the encoder, with new convs and projector.")] = "checkpoint",
     freeze_lm: Annotated[bool, typer.Option(
         "--freeze-lm", help="Train only the projectors and input embeddings (the original's freeze_lm_model).")] = False,
+    train_encoder: Annotated[bool, typer.Option(
+        "--train-encoder", help="GOT-OCR2 --sft only: also train the vision encoder and the projector's convs "
+                                "(frozen by default, as in GOT's post-training).")] = False,
     save_every: Annotated[int, typer.Option(help="Checkpoint every this many steps, and at the end.")] = 5000,
     keep: Annotated[int, typer.Option(help="Newest checkpoints to keep.")] = 1,
     eval_every: Annotated[Optional[int], typer.Option(help="Evaluate every this many steps [default: at saves].")] = None,
@@ -95,7 +98,7 @@ def train(
             eval_data=tuple(eval_data or ()), eval_generate=eval_generate, lr=lr, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
             grad_accum=grad_accum, max_length=max_length, weight_decay=weight_decay, warmup_ratio=warmup_ratio,
             max_grad_norm=max_grad_norm, gradient_checkpointing=gradient_checkpointing, dropout=dropout,
-            vocabulary_init=vocabulary_init, freeze_lm=freeze_lm,
+            vocabulary_init=vocabulary_init, freeze_lm=freeze_lm, train_encoder=train_encoder,
             save_every=save_every, keep=keep, eval_every=eval_every, log_every=log_every, seed=seed,
             resume=resume, device=device, dtype=dtype, fsdp=fsdp, workers=workers)
         from ..train.loop import run

@@ -24,7 +24,7 @@ from ..engine.batcher import Engine
 from ..engine.config import DRAFT_OFF, DraftConfig, GenerationConfig
 from ..engine.requests import PageOutcome, PageRequest
 from ..errors import InputError, one_line
-from ..models.loaded import LoadedModel
+from ..models.loaded import LoadedModel, PageOptions
 from ..models.preprocess import load_image
 from ..render.document import render_document, render_jsonl
 from ..render.results import PageResult
@@ -160,8 +160,11 @@ def page_settings(loaded: LoadedModel, prompt: str, gen: GenerationConfig) -> di
 
     Batch size, scheduler and shard count are not in it: they do not change any page's text.
     """
-    return {"model": str(loaded.directory), "dtype": str(loaded.dtype), "prompt": prompt,
-            "gen": asdict(gen), "raster": "short-side-1024"}
+    settings = {"model": str(loaded.directory), "dtype": str(loaded.dtype), "prompt": prompt,
+                "gen": asdict(gen), "raster": "short-side-1024"}
+    if loaded.options != PageOptions():  # GOT's tiles, box, colour (absent otherwise: older stores stay valid)
+        settings["page"] = asdict(loaded.options)
+    return settings
 
 
 def default_batch_size(loaded: LoadedModel, max_new_tokens: int) -> int:
@@ -178,12 +181,12 @@ def default_batch_size(loaded: LoadedModel, max_new_tokens: int) -> int:
     layers = sum(1 for name, _ in loaded.model.named_parameters()
                  if re.fullmatch(r"(decoder\.)?layers\.\d+\.self_attn\.q_proj\.weight", name))
     width = loaded.model.get_submodule("lm_head").in_features
-    tokens = len(loaded.prompt_ids("ocr")) + max_new_tokens
+    tokens = loaded.longest_prompt("ocr") + max_new_tokens  # GOT's tiles lengthen its prompt
     element = torch.finfo(loaded.dtype).bits // 8
     kv = 2 * layers * width * tokens * element  # keys and values of every layer
     per_page = kv + 16 * tokens * width * element
     if loaded.device.type != "cpu":
-        per_page += 600 * 2**20  # SAM's global attention at 1024x1024, batched on GPUs
+        per_page += 600 * 2**20 * loaded.most_tiles  # SAM's global attention at 1024x1024, batched on GPUs
     return max(1, min(16 if loaded.device.type == "cuda" else 8, int(free * 0.5) // per_page))
 
 

@@ -123,6 +123,7 @@ def convert_many(loaded: LoadedModel, targets: dict[Path, Path | None], *, promp
             doc.store = PageStore(output, doc.fingerprint, settings, resume=not recompute, tag=tag)
         docs.append((doc, todo))
     progress.pages_planned(run.owned_pages, 0)
+    loaded.prompt_ids(prompt)  # a prompt the model does not take fails the run here, not page by page
 
     def requests() -> Iterator[PageRequest]:
         for doc, todo in docs:

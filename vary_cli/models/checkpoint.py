@@ -7,9 +7,10 @@ read config.json -> build the model on the meta device -> per weight file: read 
 check shapes, cast and move, `load_state_dict(strict=False, assign=True)` -> fail on missing or
 unexpected keys -> materialize non-persistent buffers -> check the tokenizer against the config.
 Only one file's tensors are in flight at a time, so peak host memory is about the model plus a shard.
-The family (Vary-tiny with OPT, or Vary-toy/Vary-base with Qwen-1) comes from config.json's fields
-(`config_from_release`); `FAMILIES` then names its model class and tokenizer files. Everything else, the
-key table included, is shared.
+The family comes from config.json: `model_type` "vary" (Vary-tiny with OPT, or Vary-toy/Vary-base with
+Qwen-1, told apart by their fields in `config_from_release`), "got_ocr2" (GOT-OCR2.0's hf release) or
+"GOT" (its original release, whose vision sizes are read from the weights' shapes); `FAMILIES` then
+names its model class and tokenizer files. Everything else, the key table included, is shared.
 """
 
 from __future__ import annotations
@@ -21,13 +22,14 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from .config import ModelConfig, VaryConfig, VaryTinyConfig, config_from_release
+from .config import GotConfig, ModelConfig, VaryConfig, VaryTinyConfig, config_from_release
 from ..errors import WeightsError
+from .got_ocr2 import GotOcr2ForCausalLM
 from .vary_qwen import VaryQwenForCausalLM
 from .vary_opt import VaryOPTForCausalLM
 from .keys import convert_state_dict
 from .loaded import LoadedModel
-from ..text.qwen_tokenizer import QwenTokenizer
+from ..text.qwen_tokenizer import GOT_PATTERN, QwenTokenizer
 from ..text.gpt2_tokenizer import OPTTokenizer
 
 _SAFETENSORS_INDEX = "model.safetensors.index.json"
@@ -46,12 +48,22 @@ def read_config(directory: Path) -> ModelConfig:
         raise WeightsError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(raw, dict):
         raise WeightsError(f"{path}: expected a JSON object")
-    if raw.get("model_type") != "vary":
-        raise WeightsError(f"{path}: model_type is {raw.get('model_type')!r}, expected 'vary'")
+    reader = CONFIG_READERS.get(raw.get("model_type"))
+    if reader is None:
+        raise WeightsError(f"{path}: model_type is {raw.get('model_type')!r}, expected one of "
+                           f"{', '.join(repr(k) for k in CONFIG_READERS)}")
     try:
-        return config_from_release(raw)
+        return reader(raw, directory)
     except WeightsError as exc:
         raise WeightsError(f"{directory}: {exc}") from None
+
+
+# config.json's model_type -> its reader (the raw JSON and the checkpoint directory -> our config).
+CONFIG_READERS: dict[str, Callable[[dict, Path], ModelConfig]] = {
+    "vary": lambda raw, directory: config_from_release(raw),
+    "got_ocr2": lambda raw, directory: GotConfig.from_hf(raw),
+    "GOT": lambda raw, directory: GotConfig.from_original(raw, weight_shapes(directory)),
+}
 
 
 def weight_files(directory: Path) -> list[Path]:
@@ -96,6 +108,25 @@ def read_weight_file(path: Path) -> Iterator[tuple[str, torch.Tensor]]:
                            f"{str(exc).splitlines()[0] if str(exc) else ''}); download it again") from None
 
 
+def weight_shapes(directory: Path) -> dict[str, tuple[int, ...]]:
+    """Every tensor's shape by its original name, without reading the data (safetensors headers; mmap)."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for path in weight_files(directory):
+        try:
+            if path.suffix == ".safetensors":
+                from safetensors import safe_open
+
+                with safe_open(str(path), framework="pt", device="cpu") as handle:
+                    shapes.update({key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()})
+            else:
+                state = _torch_load(path)
+                shapes.update({key: tuple(t.shape) for key, t in state.items()})
+        except Exception as exc:  # torch/safetensors raise many types for a truncated or foreign file
+            raise WeightsError(f"{path}: corrupt or unreadable weight file ({type(exc).__name__}); "
+                               "download it again") from None
+    return shapes
+
+
 def _torch_load(path: Path) -> object:
     # mmap keeps peak memory at about one shard, but works only on torch's zip format; files written by
     # torch.save(_use_new_zipfile_serialization=False) (older exports) are read whole instead.
@@ -111,19 +142,27 @@ class Family:
     """What a model family brings to loading: its module class and its tokenizer files."""
 
     model_class: type
-    read_tokenizer: Callable[[Path], Any]
+    read_tokenizer: Callable[[Path, Any], Any]  # (directory, config) -> tokenizer
     tokenizer_files: str
 
 
+def _got_tokenizer(directory: Path, config: GotConfig) -> QwenTokenizer:
+    # Both releases hold Qwen's vocabulary; both are tokenized as transformers tokenizes the hf one.
+    if config.layout == "hf":
+        return QwenTokenizer.from_tokenizer_json(directory / "tokenizer.json")
+    return QwenTokenizer.from_file(directory / _TOKENIZER_FILE, pattern=GOT_PATTERN, nfc=False)
+
+
 FAMILIES: dict[type, Family] = {
-    VaryConfig: Family(VaryQwenForCausalLM, lambda d: QwenTokenizer.from_file(d / _TOKENIZER_FILE),
+    VaryConfig: Family(VaryQwenForCausalLM, lambda d, c: QwenTokenizer.from_file(d / _TOKENIZER_FILE),
                        _TOKENIZER_FILE),
-    VaryTinyConfig: Family(VaryOPTForCausalLM, OPTTokenizer.from_directory,
+    VaryTinyConfig: Family(VaryOPTForCausalLM, lambda d, c: OPTTokenizer.from_directory(d),
                            "vocab.json, merges.txt, added_tokens.json"),
+    GotConfig: Family(GotOcr2ForCausalLM, _got_tokenizer, "tokenizer.json (hf release) or qwen.tiktoken"),
 }
 
 
-def build_on_meta(config: ModelConfig) -> VaryQwenForCausalLM | VaryOPTForCausalLM:
+def build_on_meta(config: ModelConfig) -> VaryQwenForCausalLM | VaryOPTForCausalLM | GotOcr2ForCausalLM:
     with torch.device("meta"):
         return FAMILIES[type(config)].model_class(config)
 
@@ -175,6 +214,8 @@ def materialize_buffers(model: torch.nn.Module, device: torch.device) -> None:
         n_positions = embeddings.position_embedding.num_embeddings
         embeddings.register_buffer("position_ids", torch.arange(n_positions, device=device).expand((1, -1)),
                                    persistent=False)
+    if hasattr(model, "init_buffers"):  # a family's own non-persistent buffers (GOT's rotary frequencies)
+        model.init_buffers(device)
     leftover = [name for name, t in [*model.named_buffers(), *model.named_parameters()] if t.is_meta]
     if leftover:
         raise RuntimeError(f"tensors left on meta after loading: {leftover[:5]}")
@@ -206,7 +247,7 @@ def load_directory(directory: Path, device: torch.device, dtype: torch.dtype,
 
         directory = read_latest(directory) or directory  # a `vary train --out` directory: its latest checkpoint
     config = read_config(directory)
-    tokenizer = FAMILIES[type(config)].read_tokenizer(directory)
+    tokenizer = FAMILIES[type(config)].read_tokenizer(directory, config)
     check_tokenizer(tokenizer, config, directory)
     model = build_on_meta(config)
     load_weights(model, directory, device, dtype, on_file)

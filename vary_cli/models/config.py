@@ -299,9 +299,6 @@ class VaryTinyConfig:
         return out
 
 
-ModelConfig = VaryConfig | VaryTinyConfig
-
-
 def config_from_release(config_json: Mapping[str, Any]) -> ModelConfig:
     """The family's config from a release's config.json, told apart by its fields, never by a name.
 
@@ -349,8 +346,13 @@ _OPT_MARKERS = ("ffn_dim", "word_embed_proj_dim")
 _QWEN_MARKERS = ("kv_channels", "seq_length")
 
 
+# GOT-OCR2.0's record lives in its own module, which reads SamVisionSpec from this one (defined above).
+from .got_config import GotConfig  # noqa: E402
+
+ModelConfig = VaryConfig | VaryTinyConfig | GotConfig
+
 # Full-size architecture presets. Numbers from the Qwen-1 releases (vary.md §6); the Vary release's own
-# config.json is authoritative when loading weights.
+# config.json is authoritative when loading weights. GOT-OCR2.0's defaults are its release's (Qwen2-0.5B).
 PRESETS: dict[str, ModelConfig] = {
     # OPT-125M (facebook/opt-125m's config) with the three image tokens added: vocab 50265 + 3.
     "vary-tiny": VaryTinyConfig(),
@@ -358,6 +360,7 @@ PRESETS: dict[str, ModelConfig] = {
                                            intermediate_size=11008, seq_length=8192)),
     "vary-base": VaryConfig(lm=QwenLMConfig(hidden_size=4096, num_layers=32, num_heads=32,
                                             intermediate_size=22016, seq_length=8192)),
+    "got-ocr2": GotConfig(),
 }
 
 

@@ -21,10 +21,11 @@ from typing import Any, Callable
 
 import torch
 
-from .config import ModelConfig, VaryConfig, VaryTinyConfig
+from .config import GotConfig, ModelConfig, VaryConfig, VaryTinyConfig
+from .preprocess import CLIP_MEAN, CLIP_STD
 from ..errors import OutputError, VaryError
 from ..files import fsync_dir
-from .keys import QWEN, TINY, to_release_state_dict
+from .keys import GOT_HF, QWEN, TINY, to_release_state_dict
 
 LATEST = "latest"
 TOKENIZER_FILE = "qwen.tiktoken"
@@ -39,6 +40,20 @@ class ReleaseFormat:
     family: str  # which rows of keys.KEY_TABLE name its tensors
     config_extra: dict[str, Any]
     json_files: Callable[[Any], dict[str, dict[str, Any]]]
+    # Our tensors the release leaves out (a head tied to the embedding, which transformers does not save).
+    omit: Callable[[Any], tuple[str, ...]] = lambda config: ()
+
+
+def _got_json_files(config: GotConfig) -> dict[str, dict[str, Any]]:
+    # What GotOcr2Processor reads beside the tokenizer files: GotOcr2ImageProcessor's settings.
+    size = config.sam.image_size
+    return {"generation_config.json": {"_from_model_config": True},
+            "preprocessor_config.json": {
+                "crop_to_patches": False, "do_convert_rgb": True, "do_normalize": True, "do_rescale": True,
+                "do_resize": True, "image_mean": list(CLIP_MEAN), "image_processor_type": "GotOcr2ImageProcessor",
+                "image_std": list(CLIP_STD), "max_patches": 12, "min_patches": 1,
+                "processor_class": "GotOcr2Processor", "resample": 3, "rescale_factor": 1 / 255,
+                "size": {"height": size, "width": size}}}
 
 
 RELEASE_FORMATS: dict[type, ReleaseFormat] = {
@@ -51,6 +66,9 @@ RELEASE_FORMATS: dict[type, ReleaseFormat] = {
     VaryTinyConfig: ReleaseFormat(
         TINY, {"torch_dtype": "float32", "use_cache": True, "freeze_vision_tower": False},
         lambda config: {"generation_config.json": {"bos_token_id": 2, "eos_token_id": 2, "pad_token_id": 1}}),
+    # GOT is written in the hf release's layout (its tokenizer files come from the start checkpoint).
+    GotConfig: ReleaseFormat(GOT_HF, {"torch_dtype": "float32"}, _got_json_files,
+                             omit=lambda config: ("lm_head.weight",) if config.lm.tie_word_embeddings else ()),
 }
 
 
@@ -112,6 +130,9 @@ def save_release(directory: Path, ours: dict[str, torch.Tensor], config: ModelCo
     An existing `directory` is replaced only once the new one is complete.
     """
     form = RELEASE_FORMATS[type(config)]
+
+    omitted = form.omit(config)
+    ours = {key: tensor for key, tensor in ours.items() if key not in omitted}
 
     def fill(tmp: Path) -> None:
         write_weights(tmp, to_release_state_dict(ours, form.family), max_shard_bytes)

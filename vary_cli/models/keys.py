@@ -7,6 +7,11 @@ family). Each row is a pair of name templates whose `{placeholders}` stand for t
 is skipped on saving. `{sam}` is the SAM vision vocabulary's prefix, which differs by release: loading
 accepts every known one, saving writes the family's own. `{qkv}` marks Qwen-1's fused `c_attn`, which
 `split_fused_qkv` cuts into q, k, v on loading and `fuse_qkv` puts back on saving.
+
+GOT-OCR2.0 has two releases of one network (got_config.py): the original keeps Vary's names for the SAM
+encoder (under `model.vision_tower_high`, so the SAM rows serve it too) and its own for the rest; the hf
+release has transformers' names, which are ours but for the prefixes. Rows are matched in table order,
+so the original's `net_2`/`net_3` rows come before the SAM rows' `{net}`.
 """
 
 from __future__ import annotations
@@ -15,12 +20,18 @@ import re
 import torch
 
 QWEN, TINY = "qwen", "tiny"  # Vary-toy / Vary-base (Qwen-1), Vary-tiny (OPT)
+GOT_HF, GOT_ORIGINAL = "got-hf", "got-original"  # GOT-OCR2.0's two releases
 BOTH = (QWEN, TINY)
+SAM = (QWEN, TINY, GOT_ORIGINAL)  # the releases that name the SAM encoder Vary's way
+FAMILIES = (QWEN, TINY, GOT_HF, GOT_ORIGINAL)
 
 # The SAM vision vocabulary, under its name in each release: Vary-toy/-base `transformer.vision_tower_high`,
-# Vary-tiny `model.vision_tower_2` (Ucas-HaoranWei/Vary) or `model.vision_tower` (Vary-toy's vary_opt.py).
-SAM_PREFIXES = ("transformer.vision_tower_high", "model.vision_tower_2", "model.vision_tower")
-SAVED_SAM_PREFIX = {QWEN: "transformer.vision_tower_high", TINY: "model.vision_tower_2"}
+# Vary-tiny `model.vision_tower_2` (Ucas-HaoranWei/Vary) or `model.vision_tower` (Vary-toy's vary_opt.py),
+# GOT-OCR2.0's original release `model.vision_tower_high`.
+SAM_PREFIXES = ("transformer.vision_tower_high", "model.vision_tower_2", "model.vision_tower_high",
+                "model.vision_tower")
+SAVED_SAM_PREFIX = {QWEN: "transformer.vision_tower_high", TINY: "model.vision_tower_2",
+                    GOT_ORIGINAL: "model.vision_tower_high"}
 
 # What each placeholder matches. A template uses each placeholder at most once.
 PLACEHOLDERS = {
@@ -40,16 +51,28 @@ KEY_TABLE: list[tuple[str, str | None, tuple[str, ...]]] = [
     # original (release) name                                 ours                                          families
     ("transformer.vision_tower.vision_model.embeddings.position_ids", None,                                   (QWEN,)),
     ("transformer.vision_tower.vision_model.{rest}",          "vision_tower.{rest}",                          (QWEN,)),
-    ("{sam}.patch_embed.proj.{wb}",                           "vision_tower_high.patch_embed.projection.{wb}", BOTH),
-    ("{sam}.pos_embed",                                       "vision_tower_high.pos_embed",                  BOTH),
-    ("{sam}.blocks.{n}.norm1.{wb}",                           "vision_tower_high.layers.{n}.layer_norm1.{wb}", BOTH),
-    ("{sam}.blocks.{n}.norm2.{wb}",                           "vision_tower_high.layers.{n}.layer_norm2.{wb}", BOTH),
-    ("{sam}.blocks.{n}.{attn_or_mlp}.{rest}",                 "vision_tower_high.layers.{n}.{attn_or_mlp}.{rest}", BOTH),
-    ("{sam}.neck.0.weight",                                   "vision_tower_high.neck.conv1.weight",          BOTH),
-    ("{sam}.neck.1.{wb}",                                     "vision_tower_high.neck.layer_norm1.{wb}",      BOTH),
-    ("{sam}.neck.2.weight",                                   "vision_tower_high.neck.conv2.weight",          BOTH),
-    ("{sam}.neck.3.{wb}",                                     "vision_tower_high.neck.layer_norm2.{wb}",      BOTH),
+    # GOT-OCR2.0's original release: its projector convs sit in the SAM module (before `{net}` below).
+    ("model.vision_tower_high.net_2.weight",                  "multi_modal_projector.conv_upsampler1.weight", (GOT_ORIGINAL,)),
+    ("model.vision_tower_high.net_3.weight",                  "multi_modal_projector.conv_upsampler2.weight", (GOT_ORIGINAL,)),
+    ("{sam}.patch_embed.proj.{wb}",                           "vision_tower_high.patch_embed.projection.{wb}", SAM),
+    ("{sam}.pos_embed",                                       "vision_tower_high.pos_embed",                  SAM),
+    ("{sam}.blocks.{n}.norm1.{wb}",                           "vision_tower_high.layers.{n}.layer_norm1.{wb}", SAM),
+    ("{sam}.blocks.{n}.norm2.{wb}",                           "vision_tower_high.layers.{n}.layer_norm2.{wb}", SAM),
+    ("{sam}.blocks.{n}.{attn_or_mlp}.{rest}",                 "vision_tower_high.layers.{n}.{attn_or_mlp}.{rest}", SAM),
+    ("{sam}.neck.0.weight",                                   "vision_tower_high.neck.conv1.weight",          SAM),
+    ("{sam}.neck.1.{wb}",                                     "vision_tower_high.neck.layer_norm1.{wb}",      SAM),
+    ("{sam}.neck.2.weight",                                   "vision_tower_high.neck.conv2.weight",          SAM),
+    ("{sam}.neck.3.{wb}",                                     "vision_tower_high.neck.layer_norm2.{wb}",      SAM),
     ("{sam}.{net}.weight",                                    "vision_tower_high.{net}.weight",               BOTH),
+    ("model.mm_projector_vary.{wb}",                          "multi_modal_projector.multimodal_projector.{wb}", (GOT_ORIGINAL,)),
+    ("model.embed_tokens.weight",                             "embed_tokens.weight",                          (GOT_ORIGINAL,)),
+    ("model.layers.{n}.{rest}",                               "layers.{n}.{rest}",                            (GOT_ORIGINAL,)),
+    ("model.norm.weight",                                     "norm.weight",                                  (GOT_ORIGINAL,)),
+    # GOT-OCR2.0's hf release, as transformers' save_pretrained names it (the LLM last: `{rest}` takes all).
+    ("vision_tower.{rest}",                                   "vision_tower_high.{rest}",                     (GOT_HF,)),
+    ("multi_modal_projector.{rest}",                          "multi_modal_projector.{rest}",                 (GOT_HF,)),
+    ("language_model.lm_head.weight",                         "lm_head.weight",                               (GOT_HF,)),
+    ("language_model.model.{rest}",                           "{rest}",                                       (GOT_HF,)),
     ("transformer.{projector}.{wb}",                          "{projector}.{wb}",                             (QWEN,)),
     ("transformer.wte.weight",                                "embed_tokens.weight",                          (QWEN,)),
     ("transformer.h.{n}.ln_1.weight",                         "layers.{n}.input_layernorm.weight",            (QWEN,)),
@@ -64,7 +87,7 @@ KEY_TABLE: list[tuple[str, str | None, tuple[str, ...]]] = [
     # Vary-tiny: OPT's decoder keeps transformers' names under `model.decoder.`, its projector under `model.`.
     ("model.mm_projector.{wb}",                               "mm_projector.{wb}",                            (TINY,)),
     ("model.decoder.{rest}",                                  "decoder.{rest}",                               (TINY,)),
-    ("lm_head.weight",                                        "lm_head.weight",                               BOTH),
+    ("lm_head.weight",                                        "lm_head.weight",                               SAM),
 ]
 # fmt: on
 
@@ -89,7 +112,7 @@ def _fill(template: str, values: dict[str, str]) -> str:
 
 _LOAD_RULES = [(_pattern(original), ours) for original, ours, _ in KEY_TABLE]
 _SAVE_RULES = {family: [(_pattern(ours), original) for original, ours, families in KEY_TABLE
-                        if ours is not None and family in families] for family in BOTH}
+                        if ours is not None and family in families] for family in FAMILIES}
 
 
 class UnknownKey(Exception):
@@ -114,7 +137,7 @@ def to_original(key: str, family: str) -> tuple[str, str | None]:
     for pattern, original in _SAVE_RULES[family]:
         m = pattern.match(key)
         if m:
-            values = {**m.groupdict(), "sam": SAVED_SAM_PREFIX[family]}
+            values = {**m.groupdict(), "sam": SAVED_SAM_PREFIX.get(family, "")}
             return _fill(original, values), values.get("qkv")
     raise UnknownKey(key)
 

@@ -12,6 +12,9 @@ float32. The SAM branch repeats torchvision's `Resize((S, S), BICUBIC)` + `ToTen
 which on a PIL image is PIL's own bicubic resize and float32 arithmetic; torchvision is not needed.
 
 Vary-base's SAM branch uses `test_transform` too (see `preprocess_page`).
+GOT-OCR2.0 (`got_tiles`) follows transformers' `GotOcr2ImageProcessor` as it runs without torchvision
+(its PIL backend): PIL bicubic squash to 1024², or with `crop_to_patches` a grid of 1024² tiles and the
+squashed page; then the CLIP branch's rescale and normalization.
 Vary-tiny (vary.md §11) reads only the SAM branch: its chat format uses the same 1024² bicubic squash
 (`sam_pixels`), its image-only (vocabulary-stage) format the original's `test_transform`: albumentations
 `Resize(1024, 1024)` (OpenCV `INTER_LINEAR` on the uint8 array) and ImageNet `Normalize`, repeated by
@@ -118,10 +121,53 @@ def clip_pixels(image: Image.Image, spec: ClipVisionSpec) -> torch.Tensor:
     new_size = (size, new_long) if width <= height else (new_long, size)  # PIL order: (w, h)
     pixels = np.asarray(image.resize(new_size, Image.BICUBIC))  # (H, W, 3) uint8
     pixels = _center_crop(pixels, size)  # (size, size, 3) uint8
-    # The slow processor rescales in float64 (uint8 * 1/255), casts to float32, then normalizes in float32.
+    return _rescale_normalize(pixels)  # (3, size, size)
+
+
+def _rescale_normalize(pixels: np.ndarray) -> torch.Tensor:
+    """uint8 (H, W, 3) -> float32 (3, H, W) as transformers' numpy image processors do it: rescale in
+    float64 (uint8 * 1/255), cast to float32, then normalize with the CLIP constants in float32."""
     scaled = (pixels.astype(np.float64) * (1 / 255)).astype(np.float32)
-    normalized = (scaled - _MEAN32) / _STD32  # (size, size, 3) float32
-    return torch.from_numpy(np.ascontiguousarray(normalized.transpose(2, 0, 1)))  # (3, size, size)
+    normalized = (scaled - _MEAN32) / _STD32  # (H, W, 3) float32
+    return torch.from_numpy(np.ascontiguousarray(normalized.transpose(2, 0, 1)))  # (3, H, W)
+
+
+def tile_grid(width: int, height: int, tile: int, min_tiles: int, max_tiles: int) -> tuple[int, int]:
+    """(columns, rows) of tiles whose aspect ratio is closest to the page's (transformers'
+    `get_optimal_tiled_canvas`): on a tie the grid with more tiles wins while the page's area exceeds half
+    of theirs, so a small page is not cut into many tiles."""
+    grids = sorted(((w, h) for w in range(1, max_tiles + 1) for h in range(1, max_tiles + 1)
+                    if min_tiles <= w * h <= max_tiles), key=lambda grid: grid[0] * grid[1])
+    aspect, area = width / height, width * height
+    best, best_diff = (1, 1), float("inf")
+    for grid in grids:
+        diff = abs(aspect - grid[0] / grid[1])
+        if diff < best_diff:
+            best, best_diff = grid, diff
+        elif diff == best_diff and area > 0.5 * tile * tile * grid[0] * grid[1]:
+            best = grid
+    return best
+
+
+def got_tiles(image: Image.Image, size: int, max_tiles: int | None, min_tiles: int = 1) -> torch.Tensor:
+    """GOT-OCR2.0's pixels of a page as `GotOcr2ImageProcessor` (PIL backend) makes them: float32
+    (tiles, 3, size, size).
+
+    `max_tiles` None: the page squashed to size² (PIL bicubic). Otherwise (`crop_to_patches`) the page is
+    resized to the grid `tile_grid` picks and cut into size² tiles, row by row, followed by the whole page
+    squashed to size² (the global view) when there is more than one tile; `max_tiles` 1 gives the squash.
+    """
+    image = load_image_from_pil(image)
+    width, height = image.size
+    square = np.asarray(image.resize((size, size), Image.BICUBIC))  # (S, S, 3) uint8
+    if max_tiles is None or max_tiles <= 1:
+        return _rescale_normalize(square)[None]  # (1, 3, S, S)
+    columns, rows = tile_grid(width, height, size, min_tiles, max_tiles)
+    canvas = np.asarray(image.resize((columns * size, rows * size), Image.BICUBIC))  # (rows*S, columns*S, 3)
+    tiles = [canvas[r * size:(r + 1) * size, c * size:(c + 1) * size] for r in range(rows) for c in range(columns)]
+    if len(tiles) > 1:
+        tiles.append(square)
+    return torch.stack([_rescale_normalize(np.ascontiguousarray(t)) for t in tiles])  # (tiles, 3, S, S)
 
 
 def sam_pixels(image: Image.Image, spec: SamVisionSpec) -> torch.Tensor:

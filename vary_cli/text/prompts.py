@@ -9,6 +9,9 @@ Used by `pipeline.py` and `train/dataset.py`.
 
 Vary-tiny (vary.md §11) has two formats: the released model's chat demo (vicuna v1 template) and, for
 an empty prompt, the vocabulary-stage format of image tokens alone; see `build_tiny_prompt_ids()`.
+
+GOT-OCR2.0 uses Vary-toy's template with its own queries, written as transformers' `GotOcr2Processor`
+writes them (`got_query`); see there for where the original `chat()` differs.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ PRESETS: dict[str, str] = {
 
 # The preset each output format asks for unless a prompt is given (`vary convert`, `vary serve`): Vary's
 # document task writes Markdown with LaTeX math, which serves md, mmd, tex and jsonl; plain text asks for OCR.
+# GOT-OCR2 reads "markdown" as its format OCR ("OCR with format: ", Mathpix Markdown) and "ocr" as its plain OCR.
 FORMAT_PROMPTS: dict[str, str] = {"md": "markdown", "mmd": "markdown", "tex": "markdown", "jsonl": "markdown",
                                   "txt": "ocr"}
 
@@ -92,3 +96,22 @@ def tiny_template_text(prompt: str, image_token_len: int) -> str:
     if prompt == "":
         return image
     return f"{V1_SYSTEM} USER: {image}\n{prompt} ASSISTANT:"
+
+
+# GOT-OCR2.0: which presets ask for plain OCR and which for formatted OCR (Mathpix Markdown, LaTeX, tables).
+GOT_PRESETS: dict[str, bool] = {"ocr": False, "markdown": True, "format": True}
+GOT_COLORS = ("red", "green", "blue")
+
+
+def got_query(formatted: bool, box: list[int] | None = None, color: str | None = None,
+              crops: bool = False) -> str:
+    """GOT's query after `</img>\n`, exactly as `GotOcr2Processor` writes it.
+
+    "[color] " if any, the box as Python prints a list if any, then " OCR", " with format" and, when the
+    page was cut into tiles, " upon the patch reference", and ": ". So a plain prompt is " OCR: " with a
+    leading space, where the original `chat()` writes "OCR: "; a colour with no box gives two spaces
+    ("[red]  OCR: ", the original "[red] OCR: "); the original also drops the box when a colour is given
+    and asks for tiles only in its format mode ("OCR with format upon the patch reference: ").
+    """
+    return (f"{f'[{color}] ' if color is not None else ''}{str(box) if box is not None else ''} OCR"
+            f"{' with format' if formatted else ''}{' upon the patch reference' if crops else ''}: ")

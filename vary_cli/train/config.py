@@ -80,6 +80,9 @@ class TrainConfig:
     (segment-anything's sam_vit_b_01ec64.pth) for the SAM encoder, with new convs and projector."""
     freeze_lm: bool = False
     """Train only the projectors and the input embeddings (the original's --freeze_lm_model)."""
+    train_encoder: bool = False
+    """GOT-OCR2 only: also train its vision encoder and the projector's convs (`--train-encoder`; the
+    paper's stage 2); frozen by default, as in its post-training."""
     save_every: int = 5000
     """Write a checkpoint every this many steps, and at the end (`--save-every`)."""
     keep: int = 1
@@ -111,6 +114,8 @@ class TrainConfig:
             raise VaryError(f"stage must be one of {STAGES}, got {self.stage!r}")
         if not self.data:
             raise VaryError(f"give the training data with --{self.stage} DATA")
+        if self.train_encoder and self.stage != "sft":
+            raise VaryError("--train-encoder applies to GOT-OCR2's --sft only")
         if self.stage != "vocabulary":
             if self.dropout:
                 raise VaryError("--dropout applies to the vocabulary stage (Vary-tiny's OPT) only")

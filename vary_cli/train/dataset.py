@@ -31,9 +31,9 @@ from typing import Any, Iterator
 
 import torch
 
-from ..models.config import ModelConfig, VaryTinyConfig
+from ..models.config import GotConfig, ModelConfig, VaryConfig, VaryTinyConfig
 from ..errors import InputError
-from ..text.prompts import PRESETS, SYSTEM
+from ..text.prompts import PRESETS, SYSTEM, got_query
 from ..text.qwen_tokenizer import QwenTokenizer
 from ..text.gpt2_tokenizer import OPTTokenizer
 
@@ -85,7 +85,10 @@ class DataReport:
 
 
 def ocr_question(prompt_style: str) -> str:
-    """The human turn of a plain OCR pair: the model's own inference prompt (vary.md §8)."""
+    """The human turn of a plain OCR pair: the model's own inference prompt (vary.md §8); GOT's plain OCR
+    query as `vary ocr` asks it (transformers' ` OCR: `)."""
+    if prompt_style == "got-ocr2":
+        return IMAGE_PLACEHOLDER + "\n" + got_query(False)
     sep = "\n" if prompt_style == "vary-toy" else ""
     return IMAGE_PLACEHOLDER + sep + PRESETS["ocr"]
 
@@ -367,31 +370,48 @@ class TrainDataset(torch.utils.data.Dataset):
         return len(self.samples)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        from ..models.preprocess import linear_imagenet_pixels, load_image, preprocess_page
+        from ..models.preprocess import load_image
 
         sample = self.samples[index]
         encoded = encoder_for(self.config)(self.tokenizer, sample.turns, self.config.image_token_len,
                                            self.max_length)
         ids = {"input_ids": torch.tensor(encoded.input_ids), "labels": torch.tensor(encoded.labels)}
-        if isinstance(self.config, VaryTinyConfig):
-            # train_transform's deterministic part (its Resize + Normalize are test_transform); the
-            # random augmentations it applies to a few percent of pages are left out (see train_vocabulary).
-            try:
-                return {**ids, "sam": linear_imagenet_pixels(load_image(sample.image), self.config.sam)}
-            except InputError as exc:
-                raise InputError(f"{sample.where}: {exc}") from None
-        clip_size, sam_size = self.config.clip.image_size, self.config.sam.image_size
-        if sample.image is None:
-            # As the original: all-zero images, whose features the model adds times zero.
-            clip = torch.zeros(3, clip_size, clip_size)
-            sam = torch.zeros(3, sam_size, sam_size)
-        else:
-            try:
-                pixels = preprocess_page(load_image(sample.image), self.config)
-            except InputError as exc:
-                raise InputError(f"{sample.where}: {exc}") from None
-            clip, sam = pixels.clip, pixels.sam
-        return {**ids, "clip": clip, "sam": sam}
+        try:
+            image = load_image(sample.image) if sample.image is not None else None
+            return {**ids, **PIXELS[type(self.config)](image, self.config)}
+        except InputError as exc:
+            raise InputError(f"{sample.where}: {exc}") from None
+
+
+def _tiny_pixels(image, config) -> dict[str, torch.Tensor]:
+    # train_transform's deterministic part (its Resize + Normalize are test_transform); the random
+    # augmentations it applies to a few percent of pages are left out (see train_vocabulary).
+    from ..models.preprocess import linear_imagenet_pixels
+
+    return {"sam": linear_imagenet_pixels(image, config.sam)}
+
+
+def _qwen_pixels(image, config) -> dict[str, torch.Tensor]:
+    from ..models.preprocess import preprocess_page
+
+    if image is None:  # as the original: all-zero images, whose features the model adds times zero
+        clip_size, sam_size = config.clip.image_size, config.sam.image_size
+        return {"clip": torch.zeros(3, clip_size, clip_size), "sam": torch.zeros(3, sam_size, sam_size)}
+    pixels = preprocess_page(image, config)
+    return {"clip": pixels.clip, "sam": pixels.sam}
+
+
+def _got_pixels(image, config) -> dict[str, torch.Tensor]:
+    # One 1024² view, as GotOcr2Processor prepares an uncropped page (the original trains multi-crop
+    # data in its post-training too; these samples are single pages).
+    from ..models.preprocess import got_tiles
+
+    size = config.sam.image_size
+    return {"sam": torch.zeros(3, size, size) if image is None else got_tiles(image, size, None)[0]}
+
+
+# The pixels each family's training batch carries, by config type.
+PIXELS = {VaryTinyConfig: _tiny_pixels, VaryConfig: _qwen_pixels, GotConfig: _got_pixels}
 
 
 def collate(items: list[dict[str, torch.Tensor]], pad_id: int) -> dict[str, torch.Tensor]:

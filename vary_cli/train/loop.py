@@ -2,7 +2,7 @@
 
 Stages (training.md §1): `vocabulary` trains Vary-tiny (SAM vocabulary + projector + OPT, all
 trainable; train_vocabulary.py), `pretrain` and `sft` train Vary-toy / Vary-base (projectors + LLM,
-vision towers frozen; train_qwen.py). This module is the loop they share: `run(TrainConfig)` loads the
+vision towers frozen; train_qwen.py); `sft` also post-trains GOT-OCR2.0 (got.py). This module is the loop they share: `run(TrainConfig)` loads the
 start checkpoint through models/checkpoint.py, lets the family's `Recipe` set what trains, and optimizes with
 AdamW (no decay on biases and LayerNorms), a cosine schedule with linear warm-up, gradient clipping
 and accumulation, bf16/fp16 autocast on GPUs and optional gradient checkpointing. The loss is the
@@ -26,31 +26,38 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 import torch.nn as nn
 
-from ..models.config import VaryConfig, VaryTinyConfig
+from ..models.config import GotConfig, VaryConfig, VaryTinyConfig
 from .dataset import DataReport, Sample, TrainDataset, check_images, collate, encode_all, file_fingerprint, read_samples
 from ..errors import OutputError, VaryError
 from ..models.export import read_latest, remove_stale
 from .config import ADAM_BETAS, ADAM_EPS, TrainConfig
 from .dist import Dist, StepBatches, autocast_dtype, setup_distributed, wrap
+from .got import GotRecipe, hf_tokenizer_files
 from .qwen import QwenRecipe
 from .state import METRICS_FILE, Recipe, RunState, TrainingModel, TrainProgress, restore, resume_point, save, \
     trim_metrics, write_metrics
 from .vocabulary import VocabularyRecipe, init_vocabulary
 
-# Which family each stage trains, its recipe, and the tokenizer files its checkpoints carry.
-STAGE_FAMILIES: dict[str, tuple[type, type[Recipe], tuple[str, ...]]] = {
-    "pretrain": (VaryConfig, QwenRecipe, ("qwen.tiktoken",)),
-    "sft": (VaryConfig, QwenRecipe, ("qwen.tiktoken",)),
-    "vocabulary": (VaryTinyConfig, VocabularyRecipe, ("vocab.json", "merges.txt", "added_tokens.json",
-                                                      "special_tokens_map.json", "tokenizer_config.json",
-                                                      "tokenizer.json")),
+def _copy_files(*names: str) -> Callable[[Any], dict[str, bytes]]:
+    """The start checkpoint's tokenizer files of these names, to be written into every checkpoint."""
+    return lambda loaded: {name: (loaded.directory / name).read_bytes() for name in names
+                           if (loaded.directory / name).is_file()}
+
+
+# Which families each stage trains: the family's recipe, and the tokenizer files its checkpoints carry.
+STAGE_RECIPES: dict[str, dict[type, tuple[type[Recipe], Callable[[Any], dict[str, bytes]]]]] = {
+    "pretrain": {VaryConfig: (QwenRecipe, _copy_files("qwen.tiktoken"))},
+    "sft": {VaryConfig: (QwenRecipe, _copy_files("qwen.tiktoken")), GotConfig: (GotRecipe, hf_tokenizer_files)},
+    "vocabulary": {VaryTinyConfig: (VocabularyRecipe, _copy_files(
+        "vocab.json", "merges.txt", "added_tokens.json", "special_tokens_map.json", "tokenizer_config.json",
+        "tokenizer.json"))},
 }
-_FAMILY_NAMES = {VaryConfig: "Vary-toy/Vary-base (Qwen)", VaryTinyConfig: "Vary-tiny (OPT)"}
+_FAMILY_NAMES = {VaryConfig: "Vary-toy/Vary-base (Qwen)", VaryTinyConfig: "Vary-tiny (OPT)", GotConfig: "GOT-OCR2"}
 
 
 @dataclass
@@ -125,13 +132,12 @@ def _load_recipe(cfg: TrainConfig, dist: Dist, device: torch.device, start_dir: 
                       else load(cfg.model, device=str(device), dtype="fp32"))
         dist.barrier()
     assert loaded is not None
-    family, recipe_class, tokenizer_names = STAGE_FAMILIES[cfg.stage]
-    if not isinstance(loaded.config, family):
-        raise VaryError(f"--{cfg.stage} trains {_FAMILY_NAMES[family]}, but {loaded.directory} is "
-                        f"{_FAMILY_NAMES[type(loaded.config)]}; choose a matching --model")
-    files = {name: (loaded.directory / name).read_bytes() for name in tokenizer_names
-             if (loaded.directory / name).is_file()}
-    return recipe_class(loaded.model, loaded.config, loaded.tokenizer, files)
+    recipes = STAGE_RECIPES[cfg.stage]
+    if type(loaded.config) not in recipes:
+        raise VaryError(f"--{cfg.stage} trains {' or '.join(_FAMILY_NAMES[f] for f in recipes)}, but "
+                        f"{loaded.directory} is {_FAMILY_NAMES[type(loaded.config)]}; choose a matching --model")
+    recipe_class, tokenizer_files = recipes[type(loaded.config)]
+    return recipe_class(loaded.model, loaded.config, loaded.tokenizer, tokenizer_files(loaded))
 
 
 def _run(cfg: TrainConfig, dist: Dist, device: torch.device, progress: TrainProgress) -> TrainResult:
@@ -176,7 +182,8 @@ def _run(cfg: TrainConfig, dist: Dist, device: torch.device, progress: TrainProg
                    "max_length": cfg.max_length, "seed": cfg.seed, "epochs": cfg.epochs,
                    "max_steps": cfg.max_steps, "learning_rate": cfg.learning_rate,
                    "warmup_ratio": cfg.warmup_ratio, "weight_decay": cfg.weight_decay,
-                   "freeze_lm": cfg.freeze_lm, "fsdp": cfg.fsdp, "dropout": cfg.dropout}
+                   "freeze_lm": cfg.freeze_lm, "fsdp": cfg.fsdp, "dropout": cfg.dropout,
+                   "train_encoder": cfg.train_encoder}
 
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)

@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 
 from ..models.vary_qwen import VaryQwenForCausalLM, attention_bias, check_image_tokens, rotary_cos_sin
+from ..errors import VaryError
 from .config import TrainConfig
 from .state import Recipe, target_loss
 
@@ -45,14 +46,13 @@ def lm_hidden(model: VaryQwenForCausalLM, embeds: torch.Tensor) -> torch.Tensor:
     return hidden  # (B, T, W)
 
 
-def merge_images(model: VaryQwenForCausalLM, input_ids: torch.Tensor, clip: torch.Tensor,
-                 sam: torch.Tensor) -> torch.Tensor:
-    """Token embeddings (B, T, W) with each image row's `<imgpad>` run replaced by its image features.
+def merge_images(model: nn.Module, input_ids: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+    """Token embeddings (B, T, W) with each image row's `<imgpad>` run replaced by its image features
+    (B, N, W), for any family with `embed_tokens` and an image-token config (Vary-toy/base, GOT).
 
     Rows without image tokens keep their embeddings and, as in the original, add zero times the
     features, so the projectors stay in the graph (DDP needs every trainable parameter to get a grad).
     """
-    features = model.encode_images(clip, sam)  # (B, N, W)
     embeds = model.embed_tokens(input_ids)  # (B, T, W)
     is_patch = input_ids == model.config.im_patch_token  # (B, T)
     has_image = is_patch.any(dim=1)  # (B,)
@@ -70,7 +70,7 @@ def batch_loss(model: VaryQwenForCausalLM, input_ids: torch.Tensor, labels: torc
 
     Logits are computed only at target positions, in chunks, in fp32.
     """
-    hidden = lm_hidden(model, merge_images(model, input_ids, clip, sam))  # (B, T, W)
+    hidden = lm_hidden(model, merge_images(model, input_ids, model.encode_images(clip, sam)))  # (B, T, W)
     return target_loss(hidden, labels, lambda states: model.lm_head(model.norm(states)))
 
 
@@ -87,6 +87,9 @@ class QwenRecipe(Recipe):
         return list(self.model.layers)
 
     def prepare(self, cfg: TrainConfig) -> None:
+        if cfg.train_encoder:
+            raise VaryError("--train-encoder trains GOT-OCR2's encoder; Vary's vision towers stay frozen in "
+                            "pretraining and SFT, as in the original")
         set_trainable(self.model, cfg.freeze_lm)
         # Training attention is plain causal softmax attention (no KV cache, no log-n): SDPA computes it
         # with fused kernels. Restored to Qwen-1's own attention by `finish`.

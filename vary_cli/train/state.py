@@ -33,7 +33,7 @@ from .dist import Dist
 METRICS_FILE = "metrics.jsonl"
 # Settings a resumed run must share with the run it continues (else the data order or schedule differ).
 RESUME_KEYS = ("stage", "data_fingerprint", "global_batch", "max_length", "seed", "epochs", "max_steps",
-               "learning_rate", "warmup_ratio", "weight_decay", "freeze_lm", "fsdp", "dropout")
+               "learning_rate", "warmup_ratio", "weight_decay", "freeze_lm", "fsdp", "dropout", "train_encoder")
 
 
 class TrainProgress:
