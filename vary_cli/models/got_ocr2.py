@@ -31,7 +31,7 @@ from transformers.models.got_ocr2.modeling_got_ocr2 import GotOcr2MultiModalProj
 from transformers.models.qwen2.modeling_qwen2 import Qwen2DecoderLayer, Qwen2RMSNorm, Qwen2RotaryEmbedding
 
 from .got_config import GotConfig
-from .vary_qwen import KVCache, merge_image_features, skinny_linears
+from .vary_qwen import KVCache, TiedHead, merge_image_features, skinny_linears
 
 ATTN_IMPLEMENTATION = "got_qwen2"
 
@@ -51,7 +51,7 @@ def cached_sdpa_attention(module: nn.Module, query: torch.Tensor, key: torch.Ten
 AttentionInterface.register(ATTN_IMPLEMENTATION, cached_sdpa_attention)
 
 
-class GotOcr2ForCausalLM(nn.Module):
+class GotOcr2ForCausalLM(TiedHead, nn.Module):
     """GOT-OCR2.0: the SAM encoder, the projector, a Qwen2 decoder (see the module docstring)."""
 
     def __init__(self, config: GotConfig) -> None:
@@ -70,16 +70,6 @@ class GotOcr2ForCausalLM(nn.Module):
         for llm_part in (self.layers, self.lm_head):
             skinny_linears(llm_part)  # batched decoding on CPUs (see SkinnyLinear)
         self.tie_weights()
-
-    @property
-    def tied_keys(self) -> tuple[str, ...]:
-        """Parameters that are another parameter under a second name (not read from the weights)."""
-        return ("lm_head.weight",) if self.config.lm.tie_word_embeddings else ()
-
-    def tie_weights(self) -> None:
-        """Make lm_head the token embedding (again, after a load that assigned new tensors)."""
-        if self.config.lm.tie_word_embeddings:
-            self.lm_head.weight = self.embed_tokens.weight
 
     def init_buffers(self, device: torch.device) -> None:
         """Compute the rotary inverse frequencies, which no checkpoint carries (non-persistent buffers)."""

@@ -29,7 +29,7 @@ from transformers.models.opt.modeling_opt import OPTDecoderLayer, OPTLearnedPosi
 
 from .config import OPTLMConfig, VaryTinyConfig
 from ..errors import PromptError
-from .vary_qwen import KVCache, VisionVocabulary, merge_image_features, skinny_linears
+from .vary_qwen import KVCache, TiedHead, VisionVocabulary, merge_image_features, skinny_linears
 
 ATTN_IMPLEMENTATION = "vary_opt"
 
@@ -90,7 +90,7 @@ class OPTDecoderStack(nn.Module):
                                  if final else None)
 
 
-class VaryOPTForCausalLM(nn.Module):
+class VaryOPTForCausalLM(TiedHead, nn.Module):
     """Vary-tiny: the new vision vocabulary, one projector, an OPT decoder."""
 
     def __init__(self, config: VaryTinyConfig) -> None:
@@ -105,16 +105,6 @@ class VaryOPTForCausalLM(nn.Module):
         for llm_part in (self.decoder.layers, self.lm_head):
             skinny_linears(llm_part)  # batched decoding on CPUs (see SkinnyLinear)
         self.tie_weights()
-
-    @property
-    def tied_keys(self) -> tuple[str, ...]:
-        """Parameters that are another parameter under a second name (not read from the weights)."""
-        return ("lm_head.weight",) if self.config.lm.tie_word_embeddings else ()
-
-    def tie_weights(self) -> None:
-        """Make lm_head the token embedding (again, after a load that assigned new tensors)."""
-        if self.config.lm.tie_word_embeddings:
-            self.lm_head.weight = self.decoder.embed_tokens.weight
 
     @property
     def embed_tokens(self) -> nn.Embedding:

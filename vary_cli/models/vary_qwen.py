@@ -61,6 +61,21 @@ class SkinnyLinear(nn.Linear):
         return out.t().reshape(*input.shape[:-1], self.out_features)  # (..., N)
 
 
+class TiedHead:
+    """For a model whose `lm_head` is its token embedding when `config.lm.tie_word_embeddings` says so
+    (Vary-tiny's OPT, both GOT-OCR2.0 releases): the loader reads only the embedding, then ties again."""
+
+    @property
+    def tied_keys(self) -> tuple[str, ...]:
+        """Parameters that are another parameter under a second name (not read from the weights)."""
+        return ("lm_head.weight",) if self.config.lm.tie_word_embeddings else ()
+
+    def tie_weights(self) -> None:
+        """Make lm_head the token embedding (again, after a load that assigned new tensors)."""
+        if self.config.lm.tie_word_embeddings:
+            self.lm_head.weight = self.embed_tokens.weight
+
+
 def skinny_linears(module: nn.Module) -> None:
     """Make every nn.Linear under `module` a SkinnyLinear (same parameters and keys)."""
     for child in module.modules():

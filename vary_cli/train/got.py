@@ -17,13 +17,12 @@ import tempfile
 from pathlib import Path
 
 import torch
-import torch.nn as nn
 
 from ..models.got_ocr2 import GotOcr2ForCausalLM
 from ..models.loaded import LoadedModel
 from .config import TrainConfig
-from .qwen import merge_images
-from .state import Recipe, target_loss
+from .qwen import QwenRecipe, merge_images
+from .state import target_loss
 
 HF_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
@@ -62,18 +61,23 @@ def batch_loss(model: GotOcr2ForCausalLM, input_ids: torch.Tensor, labels: torch
 
 
 def hf_tokenizer_files(loaded: LoadedModel) -> dict[str, bytes]:
-    """The hf release's tokenizer files for the checkpoints: the start checkpoint's own, or, from the
-    original layout's `qwen.tiktoken`, what convert_got_ocr2_weights_to_hf.py makes with transformers'
-    TikTokenConverter (the same ids: `QwenTokenizer` reads both)."""
+    """The hf release's tokenizer files for the checkpoints: the start checkpoint's own, or those
+    `converted_tokenizer_files` makes from the original layout's `qwen.tiktoken`."""
     directory = loaded.directory
     if loaded.config.layout == "hf":
         return {name: (directory / name).read_bytes() for name in HF_TOKENIZER_FILES if (directory / name).is_file()}
+    return converted_tokenizer_files(directory / "qwen.tiktoken")
+
+
+def converted_tokenizer_files(tiktoken: Path) -> dict[str, bytes]:
+    """What convert_got_ocr2_weights_to_hf.py makes of a `qwen.tiktoken` with transformers'
+    TikTokenConverter: the hf release's tokenizer files (the same ids: `QwenTokenizer` reads both)."""
     from transformers import PreTrainedTokenizerFast
     from transformers.convert_slow_tokenizer import TikTokenConverter
 
     from ..text.qwen_tokenizer import GOT_PATTERN, SPECIAL_TOKENS
 
-    converter = TikTokenConverter(vocab_file=str(directory / "qwen.tiktoken"), pattern=GOT_PATTERN,
+    converter = TikTokenConverter(vocab_file=str(tiktoken), pattern=GOT_PATTERN,
                                   extra_special_tokens=list(SPECIAL_TOKENS))
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=converter.converted(), model_max_length=8000,
                                         model_input_names=["input_ids", "attention_mask"],
@@ -84,17 +88,14 @@ def hf_tokenizer_files(loaded: LoadedModel) -> dict[str, bytes]:
         return {name: (Path(tmp) / name).read_bytes() for name in HF_TOKENIZER_FILES if (Path(tmp) / name).is_file()}
 
 
-class GotRecipe(Recipe):
-    """GOT-OCR2.0 in supervised fine-tuning (post-training)."""
+class GotRecipe(QwenRecipe):
+    """GOT-OCR2.0 in supervised fine-tuning (post-training): Vary-toy's padding and layers, its own loss
+    and freezing (its attention is already SDPA)."""
 
     loss = staticmethod(batch_loss)
 
-    @property
-    def pad_id(self) -> int:
-        return self.tokenizer.endoftext_id
-
-    def layers(self) -> list[nn.Module]:
-        return list(self.model.layers)
-
     def prepare(self, cfg: TrainConfig) -> None:
         set_trainable(self.model, cfg.freeze_lm, cfg.train_encoder)
+
+    def finish(self) -> None:
+        pass
