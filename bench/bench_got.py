@@ -16,7 +16,7 @@ transformers converts it), then, in a fresh process, times:
   of --batch pages (left-padded);
 - with --vary-toy, Vary-toy's seeded checkpoint (bench_infer.py's writer) through the same `read_images`.
 Pages are examples/sample.pdf's, rendered as `vary convert` renders them, repeated to --pages. Each
-measurement prints one JSON line: pages/s, tokens/s, seconds, peak RSS (GiB).
+measurement prints one JSON line: pages/s, tokens/s, seconds, peak RSS (GiB, the measuring process's).
 """
 
 from __future__ import annotations
@@ -39,6 +39,14 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 
 def max_rss_gib() -> float:
+    """This process's peak resident memory. VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss over
+    fork and exec, so a measuring child would report the writer's peak."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 2**20  # kB -> GiB
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
