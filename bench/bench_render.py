@@ -1,4 +1,4 @@
-"""Render benchmark: the md/tex writers and the TeX compile of tests/convert/test_documents.py's corpus.
+"""Render benchmark: the md/tex writers and the TeX compile of tests/render/test_documents.py's corpus.
 
     python bench/bench_render.py              # render + compile once with the engine the .tex declares
     python bench/bench_render.py --repeat 3   # best of 3
@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "convert"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "render"))
 
 import pytest  # noqa: E402,F401  (test_documents imports it)
 

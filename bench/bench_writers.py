@@ -7,9 +7,11 @@
 Each item of the corpus (Mathpix, nougat, GOT and olmOCR style pages, see writer_corpus.py) is rendered
 alone by `render_document` as one page of a tex document and compiled by xelatex and by pdflatex. The
 PDF's words (pypdfium2, and pdftotext) are compared with the words a reader sees in the input, under
-the engine the .tex declares, and under pdflatex too for items without a non-Latin script. It prints one JSON object per item and engine,
-then a summary: items whose words all survive, the lowest share of words kept by any item, items
-whose PDF shows LaTeX or HTML markup as text, and for md the math spans markdown-it + dollarmath finds.
+the engine the .tex declares, and under pdflatex too for items without a non-Latin script. It prints
+one JSON object per item and engine, then a summary per engine: pages compiled, pages whose words all
+survive (both extractors, no markup as text), the lowest share of words kept by any page, pages below
+98% in pdftotext, pages showing LaTeX or HTML markup as text or missing glyphs; and for md, the math
+spans markdown-it + dollarmath finds.
 Run it on older code with `PYTHONPATH=/path/to/old/tree python bench/bench_writers.py` (the corpus is
 read from this tree's tests/).
 """

@@ -8,7 +8,7 @@ import vary_cli
 
 PACKAGE = Path(vary_cli.__file__).parent
 # Lowest first: a module may import from its own folder and from the folders before it, never after.
-LAYERS = ["errors", "files", "weights", "text", "models", "engine", "render", "convert", "eval", "train", "data", "cli"]
+LAYERS = ["errors", "files", "weights", "text", "models", "engine", "render", "convert", "eval", "train", "data", "serve", "cli"]
 ENTRY_POINTS = {"__init__", "__main__"}  # the public API and `python -m`: they sit above everything
 
 

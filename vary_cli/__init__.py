@@ -18,6 +18,7 @@ ones above it in this list (tests/test_layering.py checks it):
     eval/       the paper's metrics, benchmark readers and reports (`vary eval`)
     train/      `vary train`: data and masking, recipes, distributed wrappers, resumable loop
     data/       the data engine that writes `vary train`'s data (`vary data`)
+    serve/      `vary serve`: HTTP jobs, uploads, auth, a fair page queue and the web page over the one engine
     cli/        the Typer app, one module per command group; the only folder that prints or exits
 """
 

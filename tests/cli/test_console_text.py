@@ -40,7 +40,7 @@ def test_convert_progress_messages_keep_their_label_and_print_the_rest_verbatim(
     from vary_cli.cli.convert import make_progress
 
     progress = make_progress(quiet=False, total_documents=1)
-    progress.message(f"[red]error:[/red] /in/{ODD}.pdf: not a PDF")
+    progress.message(f"error: /in/{ODD}.pdf: not a PDF")
     progress.message(f"/in/{ODD}.pdf: 2 page(s) not converted yet")
     err = capsys.readouterr().err.splitlines()
     assert err == [f"error: /in/{ODD}.pdf: not a PDF", f"/in/{ODD}.pdf: 2 page(s) not converted yet"]

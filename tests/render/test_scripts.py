@@ -31,6 +31,7 @@ def test_indic_words_carry_their_logical_text():
 
 def test_symbols_fall_back_to_fonts_that_have_them():
     assert escape("a → b é") == "a \\varychar{→} b é"  # é is Latin Modern's own
+    assert escape("co\u00adop\u200be\u0301") == "co\\-opé"  # soft hyphen, no zero-width space, NFC
 
 
 def test_non_ascii_in_math_is_set_as_text():

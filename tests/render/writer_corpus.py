@@ -179,7 +179,8 @@ ITEMS = [
 
 # Words are letters or digits; `_` and `-` split words, as most readers do. Han characters and kana are
 # words of one character each: those scripts put no spaces between words, and a line may break anywhere.
-_WORD = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uf900-\ufaff]|(?:(?![\u3040-\u30ff\u3400-\u9fff\uf900-\ufaff])[^\W_])+")
+_HAN_KANA = "\u3040-\u30ff\u3400-\u9fff\uf900-\ufaff"
+_WORD = re.compile(f"[{_HAN_KANA}]|(?:(?![{_HAN_KANA}])[^\\W_])+")
 _MATH = re.compile(r"\$\$.*?\$\$|\\\[.*?\\\]|\\\(.*?\\\)|(?<![\\\w])\$(?=\S)[^$\n]*?(?<=\S)\$(?!\d)|"
                    r"\\begin\{(equation|align|gather|array|matrix|pmatrix)\*?\}.*?\\end\{\1\*?\}", re.S)
 # Commands whose (first) argument is never printed, and how many arguments they have.

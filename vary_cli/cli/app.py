@@ -21,6 +21,7 @@ from .convert import convert
 from .eval import eval_app
 from .data import data_app
 from .models import models_app
+from .serve import serve
 from .train import graft_vocabulary, train
 from ..errors import VaryError, one_line
 
@@ -92,6 +93,7 @@ def ocr(
 app.command()(convert)
 app.command()(train)
 app.command("graft-vocabulary")(graft_vocabulary)
+app.command()(serve)
 app.add_typer(models_app, name="models", help="List, download, verify and remove model weights.")
 app.add_typer(eval_app, name="eval")
 app.add_typer(data_app, name="data")

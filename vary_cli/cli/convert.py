@@ -21,11 +21,8 @@ from .common import (CropsOption, DebugOption, DeviceOption, DraftOption, DtypeO
                      SeedOption, TemperatureOption, TopPOption, draft_config, fail, generation_config, labelled,
                      load_model, page_options, stderr)
 from ..errors import VaryError
+from ..text.prompts import FORMAT_PROMPTS as DEFAULT_PROMPT  # the prompt each format gets unless --prompt says
 
-# The prompt each format gets unless --prompt says otherwise: Vary's document task writes Markdown with
-# LaTeX math, which serves md, tex and jsonl; plain text asks for plain OCR. GOT-OCR2 reads "markdown" as
-# its format OCR ("OCR with format: ", Mathpix Markdown) and "ocr" as its plain OCR.
-DEFAULT_PROMPT = {"md": "markdown", "mmd": "markdown", "tex": "markdown", "jsonl": "markdown", "txt": "ocr"}
 FALLBACKS = ("text-layer",)
 
 
@@ -179,8 +176,8 @@ def glyph_warning(report) -> str | None:
     chars = "".join(dict.fromkeys("".join(report.missing_glyphs.values())))
     shown = chars[:12] + ("…" if len(chars) > 12 else "")
     codes = " ".join(f"U+{ord(ch):04X}" for ch in chars[:4])
-    return (f"{report.source}: page(s) {pages}: no installed font has {shown} ({codes}); xelatex will "
-            "leave them out (Debian: apt-get install fonts-noto-core)")
+    return (f"{report.source}: page(s) {pages}: no installed font has {shown} ({codes}); xelatex will leave "
+            "them out (Debian: apt-get install fonts-noto-core)")
 
 
 def make_progress(quiet: bool, total_documents: int, plan_line=None):
@@ -207,7 +204,7 @@ def make_progress(quiet: bool, total_documents: int, plan_line=None):
         def document_done(self, report) -> None:
             warning = glyph_warning(report)
             if warning:  # even with --quiet: the PDF will lack these characters
-                stderr.print(labelled("warning:", "yellow", warning), soft_wrap=True)
+                stderr.print(labelled("warning:", "yellow", warning))
             if quiet:
                 return
             where = "stdout" if report.output is None else str(report.output)
@@ -267,7 +264,7 @@ def make_progress(quiet: bool, total_documents: int, plan_line=None):
 
 # convert/stream.py marks its error lines with this markup prefix; the consoles print no markup (the rest of
 # the line is user text), so the label is coloured here and the rest printed as it is.
-_ERROR_PREFIX = "[red]error:[/red] "
+_ERROR_PREFIX = "error: "  # how the library's progress messages mark an error (plain text; coloured here)
 
 
 def _styled(text: str):

@@ -1,11 +1,10 @@
 """Characters of a `--format tex` output that no installed font has: said in the run summary, not left silent.
 
 `vary convert` writes a .tex; xelatex, run later, would print an empty box for a character none of its
-fonts has, with only a "Missing character" line in its log. `pipeline.convert_document` and
-`stream._assemble` call `missing_glyphs_by_page` on the pages they render as tex, and the CLI names
-the pages. Which font sets a character is render/scripts.py's choice (the preamble's); whether that
-font has it is fontconfig's answer (`fc-match`, which xelatex itself asks). Without fontconfig
-nothing is reported.
+fonts has, with only a "Missing character" line in its log. `stream._assemble` calls
+`missing_glyphs_by_page` on the pages it renders as tex, and the CLI names the pages. Which font sets a
+character is render/scripts.py's choice (the preamble's); whether that font has it is fontconfig's
+answer (`fc-match`, which xelatex itself asks). Without fontconfig nothing is reported.
 """
 
 from __future__ import annotations

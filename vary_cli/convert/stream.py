@@ -213,7 +213,7 @@ def _open(source: Path, output: Path | None, pages, recompute: bool, settings: s
             raise
         run.documents -= 1
         run.failed_documents += 1
-        progress.message(f"[red]error:[/red] {' '.join(str(error).split())}")
+        progress.message(f"error: {' '.join(str(error).split())}")
         return None
     doc = _Doc(source, output, document, wanted, fingerprint, report)
     if output is not None and not recompute:
@@ -275,7 +275,7 @@ def assemble_many(targets: dict[Path, Path], fmt: str, pages: list[tuple[int, in
             written = _assemble(doc, fmt, fallback, None, run, progress, None)
         except OutputError as error:  # stores of different settings, an unwritable output: this one only
             run.failed_documents += 1
-            progress.message(f"[red]error:[/red] {' '.join(str(error).split())}")
+            progress.message(f"error: {' '.join(str(error).split())}")
             continue
         if not written:
             missing = [n for n in doc.wanted if doc.key(n) not in doc.results]

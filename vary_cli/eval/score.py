@@ -167,14 +167,7 @@ def score_ocr(items: list[Item], predictions: dict[str, str], protocol: Protocol
               workers: int | None = None, with_meteor: bool = True) -> tuple[list[PageScore], list[str]]:
     """Per-page OCR metrics under `protocol`; returns the pages and notes (e.g. METEOR unavailable)."""
     notes: list[str] = []
-    if with_meteor:
-        root, reason = ensure_wordnet()
-        if reason:
-            notes.append(reason)
-            with_meteor = False
-        else:
-            _load_wordnet()
-    pages, jobs = [], []
+    pages, pairs = [], []
     for item in items:
         page = PageScore(item.key, predictions[item.key], item.answers, image=item.image)
         pred, gt = page.prediction, item.answers[0]
@@ -183,7 +176,15 @@ def score_ocr(items: list[Item], predictions: dict[str, str], protocol: Protocol
         page.skipped = protocol.skip_reason(pred, gt)
         pages.append(page)
         if page.skipped is None:
-            jobs.append((pred, gt, protocol.tokenizer, with_meteor))
+            pairs.append((pred, gt))
+    if with_meteor and pairs:  # WordNet takes seconds to load: not when no page is scored
+        root, reason = ensure_wordnet()
+        if reason:
+            notes.append(reason)
+            with_meteor = False
+        else:
+            _load_wordnet()
+    jobs = [(pred, gt, protocol.tokenizer, with_meteor) for pred, gt in pairs]
     workers = workers or os.cpu_count() or 1
     if protocol.tokenizer == "jieba" and any(has_chinese(pred) or has_chinese(gt) for pred, gt, _, _ in jobs):
         load_jieba()  # once here, shared by forked workers, instead of once per worker

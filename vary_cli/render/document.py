@@ -99,6 +99,14 @@ def render_document(results: Sequence[PageResult], fmt: str) -> str:
     return latex.document([text], commands) if fmt == "tex" else text + "\n"
 
 
+def render_page(result: PageResult, fmt: str) -> str:
+    """One page's body in `fmt` (md, mmd, tex or txt) with its problem markers, as `render_document` writes
+    it, without the page marker or LaTeX's preamble: what `vary serve`'s web page shows beside the page."""
+    if fmt not in FORMATS or fmt == "jsonl":
+        raise InputError(f"a page renders as one of {', '.join(f for f in FORMATS if f != 'jsonl')}, not {fmt!r}")
+    return _page_body(result, fmt, set())
+
+
 def render_jsonl(results: Sequence[PageResult]) -> str:
     """One JSON object per line and per page, keys in JSONL_KEYS order, in the order given."""
     lines = [json.dumps({key: getattr(r, key) for key in JSONL_KEYS}, ensure_ascii=False) for r in results]

@@ -2,19 +2,22 @@
 
 `render.render_document` calls `render_page` for each page of `--format tex` and `document` once to
 wrap the pages. A page's Markdown (see `mathpix.repair_page`) is parsed with markdown-it-py and the
-dollarmath plugin, and its tokens are mapped: headings -> `\\section*` ... `\\subparagraph*`, lists ->
-itemize/enumerate (at most four deep, as LaTeX allows), bold/italic -> `\\textbf`/`\\emph`, code ->
-`\\texttt`, pipe tables and the model's tabulars -> `tabular` or `longtable` (rebuilt from the parsed
-cells, with `\\multicolumn`/`\\multirow`, and set to fit the page by tablelayout.py). Text outside math is escaped (the ten specials, plus `< > |`, which the
-default OT1 font would set as other glyphs); math passes through as repaired.
+dollarmath and footnote plugins (`markdown.parser`), and its tokens are mapped: headings ->
+`\\section*` ... `\\subparagraph*`, lists -> itemize/enumerate (at most four deep, as LaTeX allows),
+bold/italic -> `\\textbf`/`\\emph`, code -> `\\texttt`, footnotes -> `\\footnote`, pipe tables and the
+model's tabulars -> `tabular` or `longtable` (rebuilt from the parsed cells, with `\\multicolumn`/
+`\\multirow`, and set to fit the page by tablelayout.py). Text outside math is escaped (the ten
+specials, plus `< > |`, which the default OT1 font would set as other glyphs); math passes through as
+repaired, its non-ASCII characters set as `\\text`.
 
 The engine is declared on the first line when the text needs one that reads Unicode:
-`% !TEX program = xelatex` (latexmk, TeXstudio, VS Code's LaTeX Workshop read it) with fontspec, and
-xeCJK with Noto Serif CJK when there is CJK text. A glyph missing from the fonts (emoji, Arabic...)
-is a warning in xelatex, never an error. Plain-ASCII documents stay with pdflatex. Every control word
-used in math is declared with `\\providecommand`, which leaves defined commands alone and makes an
-unknown one print its name. Unrepairable math is a visible `[UNREPAIRABLE_MATH:N]` with the model's
-text in a comment after the paragraph.
+`% !TEX program = xelatex` (latexmk, TeXstudio, VS Code's LaTeX Workshop read it) with fontspec, a
+font per script (scripts.py) and xeCJK with Noto Serif CJK when there is Chinese or Japanese text. A
+glyph missing from the fonts is a warning in xelatex, never an error (`vary convert` names such pages,
+see convert/fonts.py). Plain-ASCII documents stay with pdflatex. Every control word used in math is
+declared with `\\providecommand`, which leaves defined commands alone and makes an unknown one print its
+name. Unrepairable math is a visible `[UNREPAIRABLE_MATH:N]` with the model's text in a comment after
+the paragraph.
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ def escape(text: str) -> str:
     parts = []
     for piece, script in runs(unicodedata.normalize("NFC", text)):
         if script is None:
-            parts.append("".join(f"\\varychar{{{ch}}}" if needs_fallback(ch) else ch for ch in _escape(piece)))
+            parts.append("".join(_outside_scripts(ch) for ch in _escape(piece)))
             continue
         if script.reorders:  # each word carries its text in logical order, for copy and search
             escaped = "".join(word if not word or word.isspace() else
@@ -60,6 +63,14 @@ def escape(text: str) -> str:
         rtl = ("\\beginR", "\\endR") if script.rtl else ("", "")
         parts.append(f"{{\\varyfont{script.name}{rtl[0]}{{}}{escaped}{rtl[1]}}}")
     return "".join(parts)
+
+
+def _outside_scripts(char: str) -> str:
+    if char == "\u00ad":
+        return "\\-"  # a soft hyphen is where a word may break
+    if unicodedata.category(char) == "Cf":
+        return ""  # marks that draw nothing (zero-width space, direction marks) have no glyph to miss
+    return f"\\varychar{{{char}}}" if needs_fallback(char) else char
 
 
 def _escape(text: str) -> str:
@@ -179,8 +190,8 @@ def _cell_latex(cell: Cell, marker: str) -> str:
             parts.append(BREAK)
         elif kind == "table":
             nested: Table = value  # type: ignore[assignment]
-            parts.append(latex_table(nested, [[_cell_latex(c, marker) for c in row] for row in nested.rows], nested=True)
-                         if nested.columns else "")
+            cells = [[_cell_latex(c, marker) for c in row] for row in nested.rows]
+            parts.append(latex_table(nested, cells, nested=True) if nested.columns else "")
         else:
             parts.append(r"\textbf{" + escape(marker) + "}")
     return re.sub(f"\\s*{BREAK}\\s*", BREAK, "".join(parts)).strip(BREAK + " \n")

@@ -140,7 +140,8 @@ def _cell_markdown(cell: Cell, marker: str, in_pipe_table: bool) -> str:
         elif kind == "break":
             parts.append(" <br> ")  # GFM keeps a cell on one line; `<br>` breaks it where it is shown
         elif kind == "table":  # a nested tabular: one line per row
-            rows = [" ".join(_cell_markdown(c, marker, in_pipe_table) for c in row) for row in value.rows]  # type: ignore[union-attr]
+            rows = [" ".join(_cell_markdown(c, marker, in_pipe_table) for c in row)
+                    for row in value.rows]  # type: ignore[union-attr]
             parts.append(" " + " <br> ".join(row for row in rows if row.strip()) + " ")
         else:
             raw = " ".join(str(value).split())

@@ -141,13 +141,15 @@ class _Walk:
             return self.command(pos, match)
         if match.group(4):  # a code fence: verbatim to its closing fence, escaped when there is none
             fence = match.group(4)
-            close = re.compile(f"^ {{0,3}}{re.escape(fence[0])}{{{len(fence)},}}[ \t]*$", re.M).search(text, match.end())
+            close = re.compile(f"^ {{0,3}}{re.escape(fence[0])}{{{len(fence)},}}[ \t]*$", re.M)
+            close = close.search(text, match.end())
             code = text[match.start():close.end()] if close else match.group().replace(fence, "\\" + fence, 1)
             self.emit(text[pos:match.start()])
             pieces[-1] += code
             return close.end() if close else match.end()
         if match.group(5):  # a Markdown code span: kept as it is, `$` and all
-            close = re.compile(f"(?<!`){re.escape(token)}(?!`)").search(text, match.end(), _paragraph_end(text, match.end()))
+            close = re.compile(f"(?<!`){re.escape(token)}(?!`)")
+            close = close.search(text, match.end(), _paragraph_end(text, match.end()))
             if len(token) >= 3:  # ``` inside a line: escaped, for our line breaks could make it a fence
                 close = None
             # A run that closes nowhere is escaped, or Markdown would pair it with a backtick in later math.
@@ -224,7 +226,8 @@ class _Walk:
             pieces.append("[")
             brace = second.end() - 1
             second_close = _closing_brace(text, brace)
-            closer.at, closer.consume = (second_close, 1) if second_close is not None else (_paragraph_end(text, brace), 0)
+            closer.at, closer.consume = (second_close, 1) if second_close is not None else \
+                (_paragraph_end(text, brace), 0)
         closer.mark = len(pieces)  # the content starts after the opening mark
         self.closers.append(closer)
         return brace + 1

@@ -159,7 +159,8 @@ def preamble(scripts: set[str], symbols: bool) -> list[str]:
         option = f"[Script={script.name}]" if script.otf else ""
         chain = f"\\let\\varyfont{script.name}\\relax"
         for family in reversed(script.fonts):
-            chain = f"\\IfFontExistsTF{{{family}}}{{\\newfontfamily\\varyfont{script.name}{{{family}}}{option}}}{{{chain}}}"
+            define = f"\\newfontfamily\\varyfont{script.name}{{{family}}}{option}"
+            chain = f"\\IfFontExistsTF{{{family}}}{{{define}}}{{{chain}}}"
         lines.append(chain)
     if any(script.reorders for script in SCRIPTS if script.name in scripts):
         lines.append(r"\IfFileExists{accsupp.sty}{\usepackage{accsupp}}{}")

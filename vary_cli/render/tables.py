@@ -174,27 +174,30 @@ def split_top(text: str, separator: str) -> list[str]:
             i += len(separator)
             start = i
             continue
-        char = text[i]
-        if char == "\\":
-            found = re.compile(r"\\(begin|end)\s*\{[^{}]*\}").match(text, i)
-            if found:
-                depth = depth + 1 if found.group(1) == "begin" else max(0, depth - 1)
-                i = found.end()
-                continue
+        nesting = _nesting(text, i, depth)
+        if nesting:
+            i, depth = nesting
+        elif text[i] in "\\$":
             end = _math_end(text, i)
-            i = end if end else i + 2
-            continue
-        if char == "$":
-            end = _math_end(text, i)
-            i = end if end else i + 1
-            continue
-        if char == "{":
-            depth += 1
-        elif char == "}":
-            depth = max(0, depth - 1)
-        i += 1
+            i = end if end else i + (2 if text[i] == "\\" else 1)
+        else:
+            i += 1
     parts.append(text[start:])
     return parts
+
+
+_ENV_EDGE = re.compile(r"\\(begin|end)\s*\{[^{}]*\}")
+
+
+def _nesting(text: str, i: int, depth: int) -> tuple[int, int] | None:
+    """At text[i], an environment's `\\begin{}`/`\\end{}` or a brace: (the position after it, the new
+    nesting depth); None for anything else."""
+    found = _ENV_EDGE.match(text, i)
+    if found:
+        return found.end(), depth + 1 if found.group(1) == "begin" else max(0, depth - 1)
+    if text[i] in "{}":
+        return i + 1, depth + 1 if text[i] == "{" else max(0, depth - 1)
+    return None
 
 
 def _math_end(text: str, i: int) -> int | None:
@@ -213,28 +216,17 @@ def _math_end(text: str, i: int) -> int | None:
         return None
     depth, j = 0, start
     while j < len(text):
-        if text.startswith(closer, j) and depth == 0 and (closer != "$" or text[j - 1] != "\\"):
+        if text.startswith(closer, j) and depth == 0:
             if opener == "$" and (text[j - 1].isspace() or text[j + 1:j + 2].isdigit()):
                 return None
             return j + len(closer)
-        char = text[j]
-        if char == "\\":
-            found = re.compile(r"\\(begin|end)\s*\{[^{}]*\}").match(text, j)
-            if found:
-                depth = depth + 1 if found.group(1) == "begin" else max(0, depth - 1)
-                j = found.end()
-                continue
-            if depth == 0 and text.startswith("\\\\", j):
-                return None
-            j += 2
+        nesting = _nesting(text, j, depth)
+        if nesting:
+            j, depth = nesting
             continue
-        if char == "{":
-            depth += 1
-        elif char == "}":
-            depth = max(0, depth - 1)
-        elif char == "&" and depth == 0 or char == "\n" and text.startswith("\n\n", j):
+        if depth == 0 and (text.startswith("\\\\", j) or text[j] == "&" or text.startswith("\n\n", j)):
             return None
-        j += 1
+        j += 2 if text[j] == "\\" else 1
     return None
 
 

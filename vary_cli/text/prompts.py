@@ -28,6 +28,12 @@ PRESETS: dict[str, str] = {
     "markdown": "Convert the document to markdown format.",
 }
 
+# The preset each output format asks for unless a prompt is given (`vary convert`, `vary serve`): Vary's
+# document task writes Markdown with LaTeX math, which serves md, mmd, tex and jsonl; plain text asks for OCR.
+# GOT-OCR2 reads "markdown" as its format OCR ("OCR with format: ", Mathpix Markdown) and "ocr" as its plain OCR.
+FORMAT_PROMPTS: dict[str, str] = {"md": "markdown", "mmd": "markdown", "tex": "markdown", "jsonl": "markdown",
+                                  "txt": "ocr"}
+
 # Vary-toy's "mpt" conversation (vary/utils/conversation.py) and its system message.
 SYSTEM = "You should follow the instructions carefully and explain your answers in detail."
 
