@@ -31,7 +31,7 @@ from transformers.models.got_ocr2.modeling_got_ocr2 import GotOcr2MultiModalProj
 from transformers.models.qwen2.modeling_qwen2 import Qwen2DecoderLayer, Qwen2RMSNorm, Qwen2RotaryEmbedding
 
 from .got_config import GotConfig
-from .vary_qwen import KVCache, TiedHead, merge_image_features, skinny_linears
+from .vary_qwen import KVCache, TiedHead, decoder_logits, merge_image_features, skinny_linears
 
 ATTN_IMPLEMENTATION = "got_qwen2"
 
@@ -99,13 +99,7 @@ class GotOcr2ForCausalLM(TiedHead, nn.Module):
         """
         hidden = inputs_embeds  # (B, T, W)
         cos_sin = self.rotary_emb(hidden, positions)  # (B, T, head_dim) each
-        for layer in self.layers:
-            hidden = layer(hidden, attention_mask=attention_bias, position_embeddings=cos_sin, vary_cache=cache)
-        if cache is not None:
-            cache.advance(inputs_embeds.shape[1])
-        if last_only:
-            hidden = hidden[:, -1:]
-        return self.lm_head(self.norm(hidden))  # (B, T, V)
+        return decoder_logits(self, hidden, attention_bias, cos_sin, cache, last_only)
 
     def new_cache(self, batch: int, capacity: int) -> KVCache:
         lm = self.config.lm

@@ -309,14 +309,7 @@ class VaryQwenForCausalLM(nn.Module):
         inference = not self.training
         cos_sin = rotary_cos_sin(positions, alphas if inference else [1.0] * len(alphas), lm, hidden.dtype)
         logn = logn_scale(positions, lm.seq_length, hidden.dtype) if inference and lm.use_logn_attn else None
-        for layer in self.layers:
-            hidden = layer(hidden, attention_mask=attention_bias, position_embeddings=cos_sin,
-                           vary_cache=cache, vary_logn=logn)
-        if cache is not None:
-            cache.advance(inputs_embeds.shape[1])
-        if last_only:
-            hidden = hidden[:, -1:]
-        return self.lm_head(self.norm(hidden))  # (B, T, V)
+        return decoder_logits(self, hidden, attention_bias, cos_sin, cache, last_only, vary_logn=logn)
 
     def new_cache(self, batch: int, capacity: int) -> KVCache:
         lm = self.config.lm
@@ -329,6 +322,23 @@ class VaryQwenForCausalLM(nn.Module):
         if not lm.use_dynamic_ntk:
             return [1.0] * len(prompt_lengths)
         return [float(ntk_alpha(n, lm.seq_length)) for n in prompt_lengths]
+
+
+def decoder_logits(model: nn.Module, hidden: torch.Tensor, attention_bias: torch.Tensor,
+                   cos_sin: tuple[torch.Tensor, torch.Tensor], cache: KVCache | None, last_only: bool,
+                   **layer_kwargs) -> torch.Tensor:
+    """The Qwen2-layer stack both families share: `model.layers` over `hidden` (B, T, W), the cache moved
+    past the T fed positions, then `model.norm` and `model.lm_head` (of the last position only with
+    `last_only`): logits (B, T or 1, V)."""
+    fed = hidden.shape[1]
+    for layer in model.layers:
+        hidden = layer(hidden, attention_mask=attention_bias, position_embeddings=cos_sin, vary_cache=cache,
+                       **layer_kwargs)
+    if cache is not None:
+        cache.advance(fed)
+    if last_only:
+        hidden = hidden[:, -1:]
+    return model.lm_head(model.norm(hidden))
 
 
 def merge_image_features(embeds: torch.Tensor, input_ids: torch.Tensor, image_features: torch.Tensor | None,
