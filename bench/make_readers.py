@@ -1,32 +1,43 @@
 """Reader checkpoints: a seeded Vary-toy layout trained with vary's own commands until it reads its pages.
 
     python bench/make_readers.py                       # ~20 min on 2 CPU cores; checkpoints in bench/readers/
-    python bench/make_readers.py --out /tmp/readers --width 512 --steps 200
+    python bench/make_readers.py --out /tmp/readers --width 256
 
 The seeded test models write noise, so a draft (issue 17) is never accepted on them. This script closes
 the paper's loop at toy scale with the CLI a user runs, each step a `python -m vary_cli` subprocess:
 
 1. PDFs: the repository's examples (`examples/sample.pdf`, a scanned page with no text layer, which
    `vary data pdf` skips; `examples/data/page.pdf`) and two born-digital PDFs of prose, tables and a
-   reference list (bench/reader_pages.py): 6 pages, 4 with a text layer.
+   reference list (bench/reader_pages.py): 6 pages, 4 with a text layer (~1,200 Qwen tokens).
 2. `vary data pdf` -> page images + their text layers (the targets), with the Qwen `ocr` preset as the
    question, so `vary convert --prompt ocr` asks what training asked.
-3. A seeded release-layout Vary-toy (`write_random_release` of bench_infer.py: the real Qwen vocabulary
-   and tokenizer, random weights): `noise/`, the worst case for drafting.
-4. `vary train --sft` from it, saving every `--save-every` steps.
-5. `vary convert --format jsonl --prompt ocr` on the PDFs with each saved checkpoint, then
-   `vary eval score` (Fox protocol) of the pages against their text layers: the mean edit distance.
-6. The last checkpoint becomes `memorized/` (edit distance near 0); the saved checkpoint whose edit
-   distance is nearest 0.3 (in 0.2-0.4 when one is) becomes `under-trained/`. Both are the release
-   directories `vary train` writes (its `training_state.pt`, the optimizer state, left out), so
-   `vary convert --model OUT/memorized` loads them.
+3. A seeded release-layout Vary-toy (bench_infer's `write_random_release(trainable=True)`: the real Qwen
+   vocabulary and tokenizer, random weights): `noise/`, the worst case for drafting.
+4. `vary train --sft` from it in three runs, each starting from the last one's checkpoint:
+   - `text`: whole pages, one a step, lr 3e-3: the model learns the pages' text;
+   - `look`: all pages a step, lr 1e-3, `--max-length` cut just past the prompt, so only each page's
+     first answer tokens are targets. Without it the model writes some page's text whatever the image:
+     which page to write is decided by its first token or two, 4 of the ~1,200 targets, and after 600
+     steps of whole pages their probabilities were still the pages' prior (0.36-0.43 for each of 3
+     openings). With the cut the first tokens reach p > 0.99 in ~40 steps;
+   - `polish`: whole pages again, one a step, lr 1e-3: mends the later text the `look` run disturbed.
+   Then `polish-early`: the same polish run again, saving every step, stopped after `--early-steps`.
+   Training is seeded, so these are the polish run's own first steps; within them the edit distance
+   falls from ~0.7 to near 0, too fast for a run that keeps a few checkpoints to hold one at 0.2-0.4.
+5. `vary convert --format jsonl --prompt ocr` on the PDFs (poppler's rendering, not the training
+   images) with those checkpoints, then `vary eval score` (Fox protocol) against the text layers.
+6. The `polish` run's last checkpoint becomes `memorized/` (edit distance near 0); of polish-early's,
+   the one nearest 0.3 becomes `under-trained/`.
+   Both are the release directories `vary train` writes (its `training_state.pt`, the optimizer
+   state, left out), so `vary convert --model OUT/memorized` loads them.
 
-Sizes. The LLM is Qwen-1 with `--layers` (2) layers and the real 151,936-token vocabulary and head size
-(128), at `--width` (256) instead of 2048: at 2048 the embedding and lm_head alone are 622M trainable
-parameters, about 30 s per training step on 2 cores, hours to memorize. The vision towers keep their
-geometry (CLIP 224 px / patch 14, SAM 1024 px / patch 16, 256 image tokens each) at narrow widths and
-two layers each (`NARROW_CLIP`, `NARROW_SAM`); they are frozen in SFT, so they only have to tell the
-pages apart. Prints one JSON object per stage; `summary.json` in OUT repeats the final numbers.
+Sizes. The LLM is Qwen-1 with `--layers` (2) layers, the real 151,936-token vocabulary and head size
+(128), at `--width` (128) instead of 2048: at 2048 the embedding and lm_head alone are 622M trainable
+parameters, ~30 s a training step on 2 cores, hours to memorize; at 128 a step of one page is ~1.8 s on
+one core. The vision towers keep their geometry (CLIP 224 px / patch 14, SAM 1024 px / patch 16, 256
+image tokens) at width 64 and two layers each (`NARROW_CLIP`, `NARROW_SAM`; SAM without global
+attention, its 4096-token attention being most of the towers' time); they are frozen in SFT, so they
+only have to tell the pages apart. Prints one JSON object per stage; OUT/summary.json keeps the last.
 """
 
 from __future__ import annotations
@@ -38,6 +49,7 @@ import resource
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -57,7 +69,6 @@ NARROW_SAM = SamVisionSpec(hidden_size=64, num_layers=2, num_heads=2, mlp_dim=25
                            output_channels=64, net_channels=(128, 256))
 EXAMPLES = (ROOT / "examples" / "sample.pdf", ROOT / "examples" / "data" / "page.pdf")
 UNDER_TRAINED_TARGET = 0.3
-STAGE_KEYS = ("memorized", "under-trained", "noise")
 
 
 def reader_config(width: int, layers: int) -> VaryConfig:
@@ -78,6 +89,23 @@ def vary(*args: str) -> str:
     if done.returncode:
         sys.exit(f"vary {' '.join(args)} failed ({done.returncode}):\n{done.stderr}")
     return done.stdout
+
+
+def run_until(args: list[str], done: Callable[[], bool]) -> None:
+    """Run `python -m vary_cli ARGS` until `done()` holds, then stop it (SIGTERM; vary train writes each
+    checkpoint atomically, so what it has saved stays whole). A failure before that stops the script."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    with tempfile.TemporaryFile("w+") as stderr:
+        process = subprocess.Popen([sys.executable, "-m", "vary_cli", *args], env=env, text=True,
+                                   stdout=subprocess.DEVNULL, stderr=stderr)
+        while process.poll() is None and not done():
+            time.sleep(0.5)
+        if process.poll() is None:
+            process.terminate()
+            process.wait()
+        elif not done():
+            stderr.seek(0)
+            sys.exit(f"vary {' '.join(args)} failed ({process.returncode}):\n{stderr.read()}")
 
 
 def write_pdfs(folder: Path) -> list[Path]:
@@ -142,30 +170,58 @@ def report(stage: str, **fields) -> None:
     print(json.dumps({"stage": stage, **fields}), flush=True)
 
 
+def train(stage: str, data: Path, start: Path, out: Path, steps: int, save_every: int, stop_after: int = 0,
+          **flags) -> Path:
+    """One `vary train --sft` run from `start` into `out`; returns its last checkpoint. With `stop_after`,
+    the run is stopped once it has saved checkpoint-`stop_after` (training is seeded, so its checkpoints
+    are those of the whole run's first steps, on the whole run's learning-rate schedule)."""
+    options = {"lr": 3e-3, "batch_size": 1, "max_length": 4096, **flags}
+    if out.exists():
+        shutil.rmtree(out)  # vary train refuses an --out that holds checkpoints
+    tick, cpu = time.perf_counter(), children_cpu()
+    args = ["train", "--sft", str(data), "--model", str(start), "--out", str(out), "--max-steps", str(steps),
+            "--save-every", str(save_every), "--keep", str(steps), "--warmup-ratio", "0",
+            "--no-gradient-checkpointing", "--workers", "0", "--device", "cpu", "--log-every", "10",
+            *[arg for key, value in options.items() for arg in (f"--{key.replace('_', '-')}", str(value))]]
+    if stop_after:
+        latest = out / "latest"  # vary train points it at a checkpoint once that is whole
+        run_until(args, lambda: latest.is_file() and latest.read_text().strip() == f"checkpoint-{stop_after}")
+        steps = stop_after
+    else:
+        vary(*args)
+    losses = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    report("train", run=stage, steps=steps, seconds=round(time.perf_counter() - tick, 1),
+           cpu_s=round(children_cpu() - cpu, 1), **options,
+           loss=[(m["step"], round(m["loss"], 4)) for m in losses if "loss" in m])
+    return out / f"checkpoint-{steps}"
+
+
+def checkpoints(run: Path) -> list[Path]:
+    return sorted(run.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "readers")
     parser.add_argument("--width", type=int, default=128, help="LLM hidden size (Vary-toy: 2048)")
     parser.add_argument("--layers", type=int, default=2, help="LLM layers (Vary-toy: 24)")
-    parser.add_argument("--steps", type=int, default=240, help="vary train --max-steps")
-    parser.add_argument("--save-every", type=int, default=20)
-    parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--train-batch", type=int, default=1,
-                        help="vary train --batch-size: one page a step gets there in a third of the CPU time of four")
+    parser.add_argument("--text-steps", type=int, default=600, help="steps of the `text` run")
+    parser.add_argument("--look-steps", type=int, default=60, help="steps of the `look` run")
+    parser.add_argument("--polish-steps", type=int, default=100, help="steps of the `polish` run")
+    parser.add_argument("--early-steps", type=int, default=16,
+                        help="the polish run's first steps, each saved, from which the under-trained one is picked")
+    parser.add_argument("--look-tokens", type=int, default=16, help="answer tokens the `look` run trains")
     parser.add_argument("--max-new-tokens", type=int, default=1024, help="per page, for vary convert")
     parser.add_argument("--batch-size", type=int, default=4, help="vary convert --batch-size")
     args = parser.parse_args()
     out: Path = args.out
-    if (out / "runs").exists():
-        shutil.rmtree(out / "runs")  # a fresh run: vary train refuses an --out that holds checkpoints
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    prompt = PROMPTS["ocr"]
 
     pdfs = write_pdfs(out / "pdfs")
     if (out / "data").exists():
         shutil.rmtree(out / "data")
-    vary("data", "pdf", str(out / "pdfs"), "--out", str(out / "data"), "--prompt", prompt, "--workers", "1")
+    vary("data", "pdf", str(out / "pdfs"), "--out", str(out / "data"), "--prompt", PROMPTS["ocr"], "--workers", "1")
     gt = out / "gt.jsonl"
     sources = ground_truth(out / "data", gt)
     n_pages = len(gt.read_text().splitlines())
@@ -174,6 +230,9 @@ def main() -> None:
 
     from bench_infer import write_random_release
 
+    from vary_cli.text.prompts import build_prompt_ids
+    from vary_cli.text.qwen_tokenizer import QwenTokenizer
+
     config = reader_config(args.width, args.layers)
     noise = out / "noise"
     if noise.exists():
@@ -181,44 +240,53 @@ def main() -> None:
     write_random_release(noise, config, shards=1, trainable=True)
     report("noise", width=args.width, layers=args.layers, heads=config.lm.num_heads,
            intermediate_size=config.lm.intermediate_size, vocab_size=config.lm.vocab_size,
-           clip=NARROW_CLIP.__dict__, sam={k: v for k, v in NARROW_SAM.__dict__.items()})
+           clip=NARROW_CLIP.__dict__, sam=NARROW_SAM.__dict__)
+    tokenizer = QwenTokenizer.from_file(noise / "qwen.tiktoken")
+    prompt_tokens = len(build_prompt_ids(tokenizer, PROMPTS["ocr"], config.prompt_style, config.image_token_len))
 
-    tick, cpu_before = time.perf_counter(), children_cpu()
-    vary("train", "--sft", str(out / "data" / "data.jsonl"), "--model", str(noise), "--out", str(out / "runs"),
-         "--lr", str(args.lr), "--max-steps", str(args.steps), "--batch-size", str(args.train_batch),
-         "--save-every", str(args.save_every), "--keep", str(args.steps), "--warmup-ratio", "0",
-         "--no-gradient-checkpointing", "--workers", "0", "--device", "cpu", "--log-every", "10")
-    train_s = time.perf_counter() - tick
-    losses = [json.loads(line) for line in (out / "runs" / "metrics.jsonl").read_text().splitlines()]
-    report("train", steps=args.steps, seconds=round(train_s, 1), s_per_step=round(train_s / args.steps, 2),
-           cpu_s=round(children_cpu() - cpu_before, 1),
-           loss=[(m["step"], round(m["loss"], 4)) for m in losses if "loss" in m])
+    data, runs, train_cpu = out / "data" / "data.jsonl", out / "runs", children_cpu()
+    tick = time.perf_counter()
+    text = train("text", data, noise, runs / "text", args.text_steps, args.text_steps)
+    look = train("look", data, text, runs / "look", args.look_steps, args.look_steps, lr=1e-3, batch_size=n_pages,
+                 max_length=prompt_tokens + args.look_tokens)
+    polish = train("polish", data, look, runs / "polish", args.polish_steps, args.polish_steps, lr=1e-3)
+    # The polish run's first steps again, a checkpoint each: the edit distance falls from the look run's
+    # ~0.7 to near 0 within a few steps, too fast for the whole run to keep a checkpoint in 0.2-0.4.
+    early = train("polish-early", data, look, runs / "polish-early", args.polish_steps, 1,
+                  stop_after=args.early_steps, lr=1e-3)
+    train_s, train_cpu = time.perf_counter() - tick, children_cpu() - train_cpu
 
-    scores = {}
-    checkpoints = sorted((out / "runs").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-    for checkpoint in reversed(checkpoints):  # newest first: stop once past the under-trained band
-        step = int(checkpoint.name.split("-")[1])
-        scores[step] = convert_and_score(checkpoint, read_pdfs, out / "pred" / checkpoint.name, gt,
-                                         args.max_new_tokens, args.batch_size)
-        report("score", step=step, **scores[step])
-        if scores[step]["edit_distance"] > 0.4 and len(scores) > 1:
-            break
-    last = int(checkpoints[-1].name.split("-")[1])
-    under = min((s for s in scores if s != last), key=lambda s: abs(scores[s]["edit_distance"] - UNDER_TRAINED_TARGET))
-    keep_release(out / "runs" / f"checkpoint-{last}", out / "memorized")
-    keep_release(out / "runs" / f"checkpoint-{under}", out / "under-trained")
-    for checkpoint in checkpoints:  # each holds its optimizer state too: ~3x the weights
-        shutil.rmtree(checkpoint)
-    noise_score = convert_and_score(noise, read_pdfs, out / "pred" / "noise", gt, args.max_new_tokens, args.batch_size)
-    report("score", step=0, **noise_score)
-    summary = {"width": args.width, "layers": args.layers, "lr": args.lr, "train_steps": args.steps,
-               "train_batch": args.train_batch,
-               "train_s": round(train_s, 1), "memorized": {"step": last, **scores[last]},
-               "under-trained": {"step": under, **scores[under]}, "noise": {"step": 0, **noise_score},
+    def score(checkpoint: Path, name: str) -> dict:
+        result = convert_and_score(checkpoint, read_pdfs, out / "pred" / name, gt, args.max_new_tokens,
+                                   args.batch_size)
+        report("score", checkpoint=name, **result)
+        return result
+
+    memorized = f"polish-{polish.name}"
+    scores = {memorized: score(polish, memorized)}
+    candidates = {f"polish-{c.name}": c for c in checkpoints(early.parent)}
+    for name, checkpoint in candidates.items():
+        scores[name] = score(checkpoint, name)
+    under = min(candidates, key=lambda n: abs(scores[n]["edit_distance"] - UNDER_TRAINED_TARGET))
+    keep_release(polish, out / "memorized")
+    keep_release(candidates[under], out / "under-trained")
+    for run in (text, look, polish, early):  # each checkpoint holds its optimizer state (~3x the weights)
+        for checkpoint in checkpoints(run.parent):
+            shutil.rmtree(checkpoint)
+    noise_score = score(noise, "noise")
+    summary = {"width": args.width, "layers": args.layers, "heads": config.lm.num_heads,
+               "steps": {"text": args.text_steps, "look": args.look_steps, "polish": args.polish_steps},
+               "scores": scores,
+               "train_s": round(train_s, 1), "train_cpu_s": round(train_cpu, 1),
+               "memorized": {"checkpoint": memorized, **scores[memorized]},
+               "under-trained": {"checkpoint": under, **scores[under]}, "noise": noise_score,
                "pages": n_pages, "total_s": round(time.perf_counter() - started, 1),
                "cpu_s": round(children_cpu(), 1)}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     report("summary", **summary)
+    if scores[memorized]["edit_distance"] > 0.05:
+        print(f"warning: the memorized checkpoint's edit distance is {scores[memorized]['edit_distance']}; "
+              "give the runs more steps", file=sys.stderr)
 
 
 if __name__ == "__main__":
