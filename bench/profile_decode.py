@@ -52,8 +52,10 @@ def prefill(model, batch: int, prompt: int, steps: int):
     pad = torch.zeros(batch, dtype=torch.long)
     embeds = torch.randn(batch, prompt, model.config.lm.hidden_size) * 0.02
     positions = torch.arange(prompt)[None].expand(batch, prompt)
+    last = torch.zeros(batch, prompt, dtype=torch.bool)
+    last[:, -1] = True
     model(embeds, positions, attention_bias(pad, 0, prompt, prompt, torch.float32), [1.0] * batch, cache,
-          last_only=True)
+          read_at=last)
     return cache, pad
 
 

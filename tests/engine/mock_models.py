@@ -38,6 +38,7 @@ class TableModel(torch.nn.Module):
         if max_positions is not None:
             self.max_positions = max_positions
         self.passes = []  # (rows, tokens per row) of every forward pass
+        self.read = []  # positions whose logits each pass returned
 
     def embed(self, ids, features):
         return ids[..., None].float()  # (B, T, 1): the token ids themselves
@@ -48,17 +49,18 @@ class TableModel(torch.nn.Module):
     def new_cache(self, batch, capacity):
         return _Cache(batch, capacity)
 
-    def forward(self, embeds, positions, bias, alphas, cache=None, last_only=False):
+    def forward(self, embeds, positions, bias, alphas, cache=None, read_at=None):
         if getattr(self, "max_positions", None) is not None:
             assert int(positions.max()) < self.max_positions, "a position past the model's table"
         self.passes.append(tuple(embeds.shape[:2]))
+        self.read.append(embeds.shape[0] * embeds.shape[1] if read_at is None else int(read_at.sum()))
         ids = embeds[..., 0].long()  # (B, T)
         if cache is not None:
             key = embeds[:, None]  # (B, 1, T, 1)
             cache.update(0, key, key)
             cache.advance(embeds.shape[1])
         logits = self.scores[ids]  # (B, T, V)
-        return logits[:, -1:] if last_only else logits
+        return logits if read_at is None else logits[read_at]  # (B, T, V) or (K, V)
 
 
 def chain(start: int, length: int, then: int | None = None) -> dict[int, int]:

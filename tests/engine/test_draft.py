@@ -108,6 +108,9 @@ def test_rows_with_drafts_of_different_lengths_share_a_pass():
     same(off, on)
     assert on[2].finish_reason == "length" and len(on[2].token_ids) == 13
     assert any(width > 1 and rows == 3 for rows, width in model.passes)
+    # A verify pass reads logits at each row's fed token and draft, not at the padding.
+    padded = [(read, rows * width) for (rows, width), read in zip(model.passes, model.read) if width > 1 and rows > 1]
+    assert padded and all(read <= cells for read, cells in padded) and any(read < cells for read, cells in padded)
 
 
 def test_sampling_turns_drafting_off():

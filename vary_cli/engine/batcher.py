@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from itertools import accumulate
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
 
@@ -171,9 +172,11 @@ class Engine:
         prefill = model.new_cache(len(group), width)
         embeds = model.embed(ids, features)  # (g, T, W)
         pad = torch.zeros(len(group), dtype=torch.long, device=self.device)
+        last = torch.zeros(len(group), width, dtype=torch.bool, device=self.device)
+        last[:, -1] = True
         logits = model(embeds, positions, attention_bias(pad, 0, width, width, embeds.dtype), alphas, prefill,
-                       last_only=True)
-        firsts = select_next(logits[:, -1].float(), self.gen, self.generator).tolist()
+                       read_at=last)  # (g, V)
+        firsts = select_next(logits.float(), self.gen, self.generator).tolist()
         self.forward_passes += 1
         self.row_passes += len(group)
         # Nothing joins the batch before the whole group is through: a failing group is retried page by page.
@@ -235,11 +238,16 @@ class Engine:
         real = torch.tensor([len(draft) for draft in drafts], device=self.device)[:, None]  # (n, 1)
         positions = torch.minimum(slots, slots[:, :1] + real)
         embeds = model.embed(fed, None)  # (n, width, W)
-        logits = model(embeds, positions, cache.bias(embeds.dtype), [row.alpha for row in rows], cache)
+        # Logits of the real positions only: a padded column's would be read by no one.
+        read = torch.arange(width, device=self.device)[None] <= real  # (n, width)
+        logits = model(embeds, positions, cache.bias(embeds.dtype), [row.alpha for row in rows], cache,
+                       read_at=None if width == 1 else read)  # (n, width, V) or (K, V)
         if width == 1:
             chosen = select_next(logits[:, -1].float(), self.gen, self.generator)[:, None].tolist()
         else:
-            chosen = logits.argmax(dim=-1).tolist()  # (n, width): greedy, the only mode that drafts
+            flat = logits.argmax(dim=-1).tolist()  # (K,): greedy, the only mode that drafts
+            ends = list(accumulate(len(draft) + 1 for draft in drafts))
+            chosen = [flat[end - len(draft) - 1:end] for draft, end in zip(drafts, ends)]
         self.forward_passes += 1
         self.row_passes += len(rows)
         stopped, kept = [], []

@@ -18,7 +18,7 @@ Every part is transformers' own; what this file writes is how the engine drives 
   shares the parameter and the loader reads only the embedding.
 
 The interface is the one `engine/` drives for every family: `embed`, `forward(embeds, positions,
-attention_bias, alphas, cache, last_only)`, `new_cache`, `prompt_alphas`, plus `encode_images`.
+attention_bias, alphas, cache, read_at)`, `new_cache`, `prompt_alphas`, plus `encode_images`.
 """
 
 from __future__ import annotations
@@ -91,15 +91,15 @@ class GotOcr2ForCausalLM(TiedHead, nn.Module):
         return merge_image_features(self.embed_tokens(input_ids), input_ids, image_features, self.config)
 
     def forward(self, inputs_embeds: torch.Tensor, positions: torch.Tensor, attention_bias: torch.Tensor,
-                alphas: list[float], cache: KVCache | None = None, last_only: bool = False) -> torch.Tensor:
-        """Logits (B, T, V), or (B, 1, V) with `last_only`.
+                alphas: list[float], cache: KVCache | None = None, read_at: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (B, T, V); with `read_at` (B, T) bool, those of the K marked positions only: (K, V).
 
         positions (B, T): each row's own token positions; alphas: unused (Qwen2 has no NTK scaling), kept
         for the shared interface; attention_bias (B, 1, T, T_past + T) from `attention_bias()`.
         """
         hidden = inputs_embeds  # (B, T, W)
         cos_sin = self.rotary_emb(hidden, positions)  # (B, T, head_dim) each
-        return decoder_logits(self, hidden, attention_bias, cos_sin, cache, last_only)
+        return decoder_logits(self, hidden, attention_bias, cos_sin, cache, read_at)
 
     def new_cache(self, batch: int, capacity: int) -> KVCache:
         lm = self.config.lm

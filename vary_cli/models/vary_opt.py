@@ -17,7 +17,7 @@ How Vary-tiny differs from its parents, and so what this file writes itself:
   `tie_weights()` shares the parameter, and the loader reads only the embedding.
 
 The interface is the one `engine/` drives for every family: `embed`, `forward(embeds, positions,
-attention_bias, alphas, cache, last_only)`, `new_cache`, `prompt_alphas`.
+attention_bias, alphas, cache, read_at)`, `new_cache`, `prompt_alphas`.
 """
 
 from __future__ import annotations
@@ -121,8 +121,8 @@ class VaryOPTForCausalLM(TiedHead, nn.Module):
         return merge_image_features(self.decoder.embed_tokens(input_ids), input_ids, image_features, self.config)
 
     def forward(self, inputs_embeds: torch.Tensor, positions: torch.Tensor, attention_bias: torch.Tensor,
-                alphas: list[float], cache: KVCache | None = None, last_only: bool = False) -> torch.Tensor:
-        """Logits (B, T, V), or (B, 1, V) with `last_only`.
+                alphas: list[float], cache: KVCache | None = None, read_at: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (B, T, V); with `read_at` (B, T) bool, those of the K marked positions only: (K, V).
 
         positions (B, T): each row's own 0-based token positions (OPT adds its offset of 2);
         alphas: unused (OPT has no rotary scaling), kept for the shared interface;
@@ -140,13 +140,13 @@ class VaryOPTForCausalLM(TiedHead, nn.Module):
             hidden = layer(hidden, attention_mask=attention_bias, vary_cache=cache)
         if cache is not None:
             cache.advance(inputs_embeds.shape[1])
-        if last_only:
-            hidden = hidden[:, -1:]
+        if read_at is not None:
+            hidden = hidden[read_at]  # (K, W)
         if decoder.final_layer_norm is not None:
             hidden = decoder.final_layer_norm(hidden)
         if decoder.project_out is not None:
             hidden = decoder.project_out(hidden)
-        return self.lm_head(hidden)  # (B, T, V)
+        return self.lm_head(hidden)  # (B, T, V) or (K, V)
 
     def new_cache(self, batch: int, capacity: int) -> KVCache:
         lm = self.config.lm

@@ -298,8 +298,8 @@ class VaryQwenForCausalLM(nn.Module):
         return merge_image_features(self.embed_tokens(input_ids), input_ids, image_features, self.config)
 
     def forward(self, inputs_embeds: torch.Tensor, positions: torch.Tensor, attention_bias: torch.Tensor,
-                alphas: list[float], cache: KVCache | None = None, last_only: bool = False) -> torch.Tensor:
-        """Logits (B, T, V), or (B, 1, V) with `last_only`.
+                alphas: list[float], cache: KVCache | None = None, read_at: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (B, T, V); with `read_at` (B, T) bool, those of the K marked positions only: (K, V).
 
         positions (B, T): each row's own token positions; alphas: each row's NTK alpha (1 in training);
         attention_bias (B, 1, T, T_past + T) from `attention_bias()`.
@@ -309,7 +309,7 @@ class VaryQwenForCausalLM(nn.Module):
         inference = not self.training
         cos_sin = rotary_cos_sin(positions, alphas if inference else [1.0] * len(alphas), lm, hidden.dtype)
         logn = logn_scale(positions, lm.seq_length, hidden.dtype) if inference and lm.use_logn_attn else None
-        return decoder_logits(self, hidden, attention_bias, cos_sin, cache, last_only, vary_logn=logn)
+        return decoder_logits(self, hidden, attention_bias, cos_sin, cache, read_at, vary_logn=logn)
 
     def new_cache(self, batch: int, capacity: int) -> KVCache:
         lm = self.config.lm
@@ -325,19 +325,19 @@ class VaryQwenForCausalLM(nn.Module):
 
 
 def decoder_logits(model: nn.Module, hidden: torch.Tensor, attention_bias: torch.Tensor,
-                   cos_sin: tuple[torch.Tensor, torch.Tensor], cache: KVCache | None, last_only: bool,
-                   **layer_kwargs) -> torch.Tensor:
+                   cos_sin: tuple[torch.Tensor, torch.Tensor], cache: KVCache | None,
+                   read_at: torch.Tensor | None, **layer_kwargs) -> torch.Tensor:
     """The Qwen2-layer stack both families share: `model.layers` over `hidden` (B, T, W), the cache moved
-    past the T fed positions, then `model.norm` and `model.lm_head` (of the last position only with
-    `last_only`): logits (B, T or 1, V)."""
+    past the T fed positions, then `model.norm` and `model.lm_head`: logits (B, T, V), or (K, V) of the
+    K positions `read_at` (B, T) marks."""
     fed = hidden.shape[1]
     for layer in model.layers:
         hidden = layer(hidden, attention_mask=attention_bias, position_embeddings=cos_sin, vary_cache=cache,
                        **layer_kwargs)
     if cache is not None:
         cache.advance(fed)
-    if last_only:
-        hidden = hidden[:, -1:]
+    if read_at is not None:
+        hidden = hidden[read_at]  # (K, W): the lm_head is most of a small model's step; skip unread positions
     return model.lm_head(model.norm(hidden))
 
 
