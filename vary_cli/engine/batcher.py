@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from itertools import accumulate
 from dataclasses import dataclass, field
+from itertools import accumulate
 from typing import Any, Callable, Iterable, Iterator
 
 import torch
@@ -238,12 +238,12 @@ class Engine:
         real = torch.tensor([len(draft) for draft in drafts], device=self.device)[:, None]  # (n, 1)
         positions = torch.minimum(slots, slots[:, :1] + real)
         embeds = model.embed(fed, None)  # (n, width, W)
-        # Logits of the real positions only: a padded column's would be read by no one.
+        # Logits of each row's fed token and draft only: a padded column's would be read by no one.
         read = torch.arange(width, device=self.device)[None] <= real  # (n, width)
         logits = model(embeds, positions, cache.bias(embeds.dtype), [row.alpha for row in rows], cache,
-                       read_at=None if width == 1 else read)  # (n, width, V) or (K, V)
+                       read_at=read)  # (K, V), K = n + the drafts' tokens
         if width == 1:
-            chosen = select_next(logits[:, -1].float(), self.gen, self.generator)[:, None].tolist()
+            chosen = select_next(logits.float(), self.gen, self.generator)[:, None].tolist()
         else:
             flat = logits.argmax(dim=-1).tolist()  # (K,): greedy, the only mode that drafts
             ends = list(accumulate(len(draft) + 1 for draft in drafts))

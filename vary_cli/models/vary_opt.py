@@ -121,7 +121,8 @@ class VaryOPTForCausalLM(TiedHead, nn.Module):
         return merge_image_features(self.decoder.embed_tokens(input_ids), input_ids, image_features, self.config)
 
     def forward(self, inputs_embeds: torch.Tensor, positions: torch.Tensor, attention_bias: torch.Tensor,
-                alphas: list[float], cache: KVCache | None = None, read_at: torch.Tensor | None = None) -> torch.Tensor:
+                alphas: list[float], cache: KVCache | None = None,
+                read_at: torch.Tensor | None = None) -> torch.Tensor:
         """Logits (B, T, V); with `read_at` (B, T) bool, those of the K marked positions only: (K, V).
 
         positions (B, T): each row's own 0-based token positions (OPT adds its offset of 2);
