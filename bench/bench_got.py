@@ -94,6 +94,8 @@ def time_vary(directory: Path, name: str, images: list, args) -> None:
     loaded = load_directory(directory, device, resolve_dtype(args.dtype, device))
     report(model=name, stage="load", seconds=round(time.perf_counter() - started, 2))
     gen = GenerationConfig(max_new_tokens=args.new_tokens, repetition_span=0)
+    # Warm-up, untimed: the first page pays for reading the weights in and the first allocations.
+    list(read_images(loaded, [ImageItem(0, "warm-up", images[0], "markdown")], gen.with_(max_new_tokens=2)))
     for batch in args.batch:
         items = [ImageItem(i, f"page{i}", image, "markdown") for i, image in enumerate(images)]
         started, cpu = time.perf_counter(), time.process_time()
@@ -118,6 +120,9 @@ def time_transformers(directory: Path, images: list, args) -> None:
     processor = GotOcr2Processor.from_pretrained(directory)
     processor.tokenizer.padding_side = "left"
     report(model="got-ocr2", runner="transformers", stage="load", seconds=round(time.perf_counter() - started, 2))
+    with torch.inference_mode():  # warm-up, untimed, as for vary
+        model.generate(**processor(images[:1], return_tensors="pt", format=True).to(device), do_sample=False,
+                       max_new_tokens=2)
     for batch in args.batch:
         started, cpu = time.perf_counter(), time.process_time()
         tokens = 0
