@@ -16,7 +16,8 @@ transformers converts it), then, in a fresh process, times:
   of --batch pages (left-padded);
 - with --vary-toy, Vary-toy's seeded checkpoint (bench_infer.py's writer) through the same `read_images`.
 Pages are examples/sample.pdf's, rendered as `vary convert` renders them, repeated to --pages. Each
-measurement prints one JSON line: pages/s, tokens/s, seconds, peak RSS (GiB, the measuring process's).
+measurement prints one JSON line: pages/s, tokens/s, seconds, CPU seconds (the process's, all threads: on a
+machine shared with other work they vary less than the wall clock), peak RSS (GiB, the measuring process's).
 """
 
 from __future__ import annotations
@@ -93,15 +94,18 @@ def time_vary(directory: Path, name: str, images: list, args) -> None:
     loaded = load_directory(directory, device, resolve_dtype(args.dtype, device))
     report(model=name, stage="load", seconds=round(time.perf_counter() - started, 2))
     gen = GenerationConfig(max_new_tokens=args.new_tokens, repetition_span=0)
+    # Warm-up, untimed: the first page pays for reading the weights in and the first allocations.
+    list(read_images(loaded, [ImageItem(0, "warm-up", images[0], "markdown")], gen.with_(max_new_tokens=2)))
     for batch in args.batch:
         items = [ImageItem(i, f"page{i}", image, "markdown") for i, image in enumerate(images)]
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         results = [result for _, result in read_images(loaded, items, gen, batch_size=batch)]
-        seconds = time.perf_counter() - started
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
         tokens = sum(r.tokens for r in results)
         assert not any(r.finish_reason == "error" for r in results), [r.error for r in results]
         report(model=name, runner="vary", batch=batch, pages=len(images), tokens=tokens, seconds=round(seconds, 2),
-               pages_per_s=round(len(images) / seconds, 4), tokens_per_s=round(tokens / seconds, 2))
+               cpu_seconds=round(cpu, 2), pages_per_s=round(len(images) / seconds, 4),
+               tokens_per_s=round(tokens / seconds, 2))
 
 
 def time_transformers(directory: Path, images: list, args) -> None:
@@ -116,8 +120,11 @@ def time_transformers(directory: Path, images: list, args) -> None:
     processor = GotOcr2Processor.from_pretrained(directory)
     processor.tokenizer.padding_side = "left"
     report(model="got-ocr2", runner="transformers", stage="load", seconds=round(time.perf_counter() - started, 2))
+    with torch.inference_mode():  # warm-up, untimed, as for vary
+        model.generate(**processor(images[:1], return_tensors="pt", format=True).to(device), do_sample=False,
+                       max_new_tokens=2)
     for batch in args.batch:
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         tokens = 0
         for start in range(0, len(images), batch):
             chunk = images[start:start + batch]
@@ -126,9 +133,9 @@ def time_transformers(directory: Path, images: list, args) -> None:
                 out = model.generate(**inputs, do_sample=False, max_new_tokens=args.new_tokens,
                                      min_new_tokens=args.new_tokens)
             tokens += (out.shape[1] - inputs["input_ids"].shape[1]) * len(chunk)
-        seconds = time.perf_counter() - started
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
         report(model="got-ocr2", runner="transformers", batch=batch, pages=len(images), tokens=tokens,
-               seconds=round(seconds, 2), pages_per_s=round(len(images) / seconds, 4),
+               seconds=round(seconds, 2), cpu_seconds=round(cpu, 2), pages_per_s=round(len(images) / seconds, 4),
                tokens_per_s=round(tokens / seconds, 2))
 
 
