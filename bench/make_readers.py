@@ -61,6 +61,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "tests"))  # bench_infer's write_random_release reads the tests' tiny OPT vocabulary
 
 from vary_cli.models.config import PRESETS, ClipVisionSpec, QwenLMConfig, SamVisionSpec, VaryConfig  # noqa: E402
+from vary_cli.models.export import read_latest  # noqa: E402
 from vary_cli.text.prompts import PRESETS as PROMPTS  # noqa: E402
 
 # Frozen towers at toy width, real geometry: 16x16 CLIP patches and a 64x64 SAM grid halved twice.
@@ -80,11 +81,15 @@ def reader_config(width: int, layers: int) -> VaryConfig:
     return replace(toy, lm=lm, clip=NARROW_CLIP, sam=NARROW_SAM)
 
 
+def vary_env() -> dict[str, str]:
+    """The environment of a `python -m vary_cli` subprocess: this checkout first on PYTHONPATH."""
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+
+
 def vary(*args: str) -> str:
     """Run `python -m vary_cli ARGS` as a user would and return its stdout; a failure stops the script
     with its stderr. The test suite passes a CliRunner in its place (tests/train/test_closed_loop.py)."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-    done = subprocess.run([sys.executable, "-m", "vary_cli", *args], env=env, text=True,
+    done = subprocess.run([sys.executable, "-m", "vary_cli", *args], env=vary_env(), text=True,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     if done.returncode:
         sys.exit(f"vary {' '.join(args)} failed ({done.returncode}):\n{done.stderr}")
@@ -94,9 +99,8 @@ def vary(*args: str) -> str:
 def run_until(args: list[str], done: Callable[[], bool]) -> None:
     """Run `python -m vary_cli ARGS` until `done()` holds, then stop it (SIGTERM; vary train writes each
     checkpoint atomically, so what it has saved stays whole). A failure before that stops the script."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     with tempfile.TemporaryFile("w+") as stderr:
-        process = subprocess.Popen([sys.executable, "-m", "vary_cli", *args], env=env, text=True,
+        process = subprocess.Popen([sys.executable, "-m", "vary_cli", *args], env=vary_env(), text=True,
                                    stdout=subprocess.DEVNULL, stderr=stderr)
         while process.poll() is None and not done():
             time.sleep(0.5)
@@ -184,12 +188,13 @@ def train(stage: str, data: Path, start: Path, out: Path, steps: int, save_every
             "--no-gradient-checkpointing", "--workers", "0", "--device", "cpu", "--log-every", "10",
             *[arg for key, value in options.items() for arg in (f"--{key.replace('_', '-')}", str(value))]]
     if stop_after:
-        latest = out / "latest"  # vary train points it at a checkpoint once that is whole
-        run_until(args, lambda: latest.is_file() and latest.read_text().strip() == f"checkpoint-{stop_after}")
+        last = out / f"checkpoint-{stop_after}"  # `latest` names a checkpoint once it is whole
+        run_until(args, lambda: read_latest(out) == last)
         steps = stop_after
     else:
         vary(*args)
-    losses = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    metrics = out / "metrics.jsonl"  # written every --log-every (10) steps: absent for a run stopped before
+    losses = [json.loads(line) for line in metrics.read_text().splitlines()] if metrics.is_file() else []
     report("train", run=stage, steps=steps, seconds=round(time.perf_counter() - tick, 1),
            cpu_s=round(children_cpu() - cpu, 1), **options,
            loss=[(m["step"], round(m["loss"], 4)) for m in losses if "loss" in m])
